@@ -1,0 +1,244 @@
+"""What MPLoRA, MoR and LoRATRF share: a low-rank pair (A, B) beside a frozen linear layer.
+
+Each method subclasses the three pieces here (config, layer, tuner model) and adds only its own math,
+the way PEFT's own tuners are laid out (``peft/tuners/<method>/{config,layer,model}.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+import torch
+from peft.config import PeftConfig
+from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer, check_adapters_to_merge
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+
+@dataclass
+class LowRankConfig(PeftConfig):
+    """Fields every method here shares with ``peft.LoraConfig`` (same names, same meaning)."""
+
+    r: int = field(default=8, metadata={"help": "Rank of the low-rank update."})
+    lora_alpha: float = field(default=16, metadata={"help": "Scaling numerator: s = lora_alpha / r."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter input."})
+    target_modules: Optional[Union[list[str], str]] = field(
+        default=None, metadata={"help": "Module names (or one regex) to adapt; None uses the method's defaults."}
+    )
+    exclude_modules: Optional[Union[list[str], str]] = field(default=None, metadata={"help": "Module names to skip."})
+    use_rslora: bool = field(default=False, metadata={"help": "s = lora_alpha / sqrt(r) (rank-stabilised)."})
+    fan_in_fan_out: bool = field(default=False, metadata={"help": "True for GPT-2 style Conv1D weights."})
+    modules_to_save: Optional[list[str]] = field(
+        default=None, metadata={"help": "Extra modules trained in full and saved (e.g. a classifier head)."}
+    )
+    layers_to_transform: Optional[Union[list[int], int]] = field(default=None)
+    layers_pattern: Optional[Union[list[str], str]] = field(default=None)
+    init_weights: bool = field(
+        default=True,
+        metadata={"help": "True: the paper's init (identity at start). False: small random values everywhere (tests)."},
+    )
+
+    # set by each subclass: the PeftType member name
+    _peft_type_name = ""
+
+    def __post_init__(self):
+        super().__post_init__()
+        from peft.utils.peft_types import PeftType
+
+        self.peft_type = PeftType[self._peft_type_name]
+        if isinstance(self.target_modules, list):
+            self.target_modules = set(self.target_modules)
+        if isinstance(self.exclude_modules, list):
+            self.exclude_modules = set(self.exclude_modules)
+        if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r <= 0:
+            raise ValueError(f"r must be a positive integer, got {self.r!r}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+
+    def aux_loss_weights(self, step: int) -> dict[str, float]:
+        """Weight of each auxiliary loss term at optimiser step ``step`` (terms missing here are not added)."""
+        return {}
+
+    @staticmethod
+    def _check_positive_int(name: str, value: Any) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def in_out_features(layer: nn.Module) -> tuple[int, int]:
+    """(d_in, d_out) of a linear-like layer; bitsandbytes Linear4bit/8bitLt subclass nn.Linear."""
+    if isinstance(layer, nn.Linear):
+        return layer.in_features, layer.out_features
+    if isinstance(layer, Conv1D):
+        return layer.weight.shape  # Conv1D stores (in, out)
+    raise TypeError(
+        f"cannot adapt a {type(layer).__name__}: only torch.nn.Linear, transformers Conv1D and "
+        "bitsandbytes Linear4bit/Linear8bitLt layers are supported; pick other target_modules"
+    )
+
+
+def is_quantized(layer: nn.Module) -> bool:
+    return type(layer).__module__.startswith("bitsandbytes")
+
+
+class LowRankLayer(nn.Module, BaseTunerLayer):
+    """Base of the three adapter layers.
+
+    Subclasses set ``prefix`` (e.g. ``"mor_"``), list their per-adapter dicts in ``adapter_layer_names``
+    (A and B first; names in ``parameter_dict_names`` hold bare parameters, the rest hold modules) and
+    ``other_param_names``, and implement ``_adapter_output``.
+    """
+
+    prefix: str = ""
+    parameter_dict_names: tuple[str, ...] = ()
+    mergeable = False
+    not_mergeable_reason = ""
+    # per-adapter bookkeeping shared by every method; subclasses extend this tuple
+    other_param_names: tuple[str, ...] = ("r", "lora_alpha", "scaling", "lora_dropout")
+
+    def __init__(self, base_layer: nn.Module, adapter_name: str, config: LowRankConfig, **kwargs) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.lora_dropout = nn.ModuleDict({})
+        for name in self.other_param_names:  # r, lora_alpha, scaling and method-specific per-adapter values
+            if not hasattr(self, name):
+                setattr(self, name, {})
+        for name in self.adapter_layer_names:
+            setattr(self, name, nn.ParameterDict({}) if name in self.parameter_dict_names else nn.ModuleDict({}))
+        self._disable_adapters = False
+        self.merged_adapters: list[str] = []
+        self.kwargs = kwargs
+        self.fan_in_fan_out = kwargs.get("fan_in_fan_out", False)
+        self.in_features, self.out_features = in_out_features(self.get_base_layer())
+        self._active_adapter = adapter_name
+        self.update_layer(adapter_name, config)
+
+    # A and B are the first two adapter dicts of every method
+    @property
+    def lora_A_dict(self) -> nn.ModuleDict:
+        return getattr(self, self.adapter_layer_names[0])
+
+    @property
+    def lora_B_dict(self) -> nn.ModuleDict:
+        return getattr(self, self.adapter_layer_names[1])
+
+    def update_layer(self, adapter_name: str, config: LowRankConfig) -> None:
+        r = config.r
+        self.check_config(config)
+        self.r[adapter_name] = r
+        self.lora_alpha[adapter_name] = config.lora_alpha
+        self.scaling[adapter_name] = config.lora_alpha / (math.sqrt(r) if config.use_rslora else r)
+        self.lora_dropout[adapter_name] = nn.Dropout(config.lora_dropout) if config.lora_dropout > 0 else nn.Identity()
+        self.create_method_params(adapter_name, config)  # first: it validates the config against this layer
+        self.lora_A_dict[adapter_name] = nn.Linear(self.in_features, r, bias=False)
+        self.lora_B_dict[adapter_name] = nn.Linear(r, self.out_features, bias=False)
+        self.reset_parameters(adapter_name, config.init_weights)
+        self._move_adapter_to_device_of_base_layer(adapter_name)
+        self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
+
+    def check_config(self, config: LowRankConfig) -> None:
+        """Raise a clear ValueError if ``config`` does not fit this layer (before anything is created)."""
+
+    def create_method_params(self, adapter_name: str, config: LowRankConfig) -> None:
+        """Create the method's own per-adapter parameters (beyond A and B)."""
+
+    @torch.no_grad()
+    def reset_parameters(self, adapter_name: str, init_weights: bool) -> None:
+        # A like PEFT LoRA's A; B zero so the adapter starts as identity
+        nn.init.kaiming_uniform_(self.lora_A_dict[adapter_name].weight, a=math.sqrt(5))
+        b = self.lora_B_dict[adapter_name].weight
+        if init_weights:
+            nn.init.zeros_(b)
+        else:
+            nn.init.normal_(b, std=0.02)
+
+    # ---- forward -------------------------------------------------------------------------------------------
+    def low_rank(self, adapter_name: str, x: torch.Tensor) -> torch.Tensor:
+        """z = A dropout(x), with x cast to the adapter dtype."""
+        a = self.lora_A_dict[adapter_name]
+        return a(self.lora_dropout[adapter_name](x.to(a.weight.dtype)))
+
+    def _adapter_output(self, adapter_name: str, x: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+        """Return the layer output after applying adapter ``adapter_name`` to input x and current output."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self.disable_adapters:
+            if self.merged:
+                self.unmerge()
+            return self.base_layer(x, *args, **kwargs)
+        result = self.base_layer(x, *args, **kwargs)
+        if self.merged:
+            return result
+        for name in self.active_adapters:
+            if name in self.lora_A_dict:
+                result = self._adapter_output(name, x, result)
+        return result
+
+    # ---- auxiliary losses and telemetry ----------------------------------------------------------------------
+    def aux_losses(self, adapter_name: str) -> dict[str, torch.Tensor]:
+        """Unweighted auxiliary loss terms of one adapter in this layer, by name; empty if the method has none.
+
+        The weights come from the adapter's config (``LowRankConfig.aux_loss_weights``); ``plugin.aux`` sums
+        both over layers for the trainer.
+        """
+        return {}
+
+    # ---- merging -------------------------------------------------------------------------------------------
+    def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
+        raise ValueError(self.not_mergeable_reason)
+
+    def merge(self, safe_merge: bool = False, adapter_names: Optional[list[str]] = None) -> None:
+        if not self.mergeable:
+            raise ValueError(self.not_mergeable_reason)
+        base = self.get_base_layer()
+        if is_quantized(base):
+            raise ValueError(
+                "merging into a quantized (bitsandbytes) layer is not supported: load the base model in "
+                "float32/bf16 (no load_in_4bit/load_in_8bit), load the adapter, then merge"
+            )
+        for name in check_adapters_to_merge(self, adapter_names):
+            if name not in self.lora_A_dict:
+                continue
+            delta = self.get_delta_weight(name)
+            if safe_merge:
+                merged = base.weight.data + delta
+                if not torch.isfinite(merged).all():
+                    raise ValueError(f"NaNs detected in the merged weights; adapter {name!r} seems to be broken")
+                base.weight.data = merged
+            else:
+                base.weight.data += delta
+            self.merged_adapters.append(name)
+
+    def unmerge(self) -> None:
+        while self.merged_adapters:
+            name = self.merged_adapters.pop()
+            if name in self.lora_A_dict:
+                self.get_base_layer().weight.data -= self.get_delta_weight(name)
+
+    def __repr__(self) -> str:
+        return self.prefix.rstrip("_") + "." + super().__repr__()
+
+
+class LowRankModel(BaseTuner):
+    """Tuner model shared by the three methods: wraps every targeted linear layer in ``tuner_layer_cls``."""
+
+    tuner_layer_cls: type[LowRankLayer]
+
+    def _create_and_replace(self, config, adapter_name, target, target_name, parent, current_key, **kwargs):
+        if isinstance(target, self.tuner_layer_cls):
+            target.update_layer(adapter_name, config)
+            return
+        base = target.get_base_layer() if isinstance(target, BaseTunerLayer) else target
+        in_out_features(base)  # raises a clear TypeError for unsupported layers
+        new_module = self.tuner_layer_cls(target, adapter_name, config, fan_in_fan_out=config.fan_in_fan_out)
+        if adapter_name not in self.active_adapters:
+            new_module.requires_grad_(False)  # an added adapter is not trainable until set_adapter
+        self._replace_module(parent, target_name, new_module, target)
+
+    def _check_merge_allowed(self):
+        if not self.tuner_layer_cls.mergeable:
+            raise ValueError(self.tuner_layer_cls.not_mergeable_reason)
+        super()._check_merge_allowed()

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..base import LowRankConfig, LowRankLayer
+
+
+def relevance_gate(h: torch.Tensor, task_vector: torch.Tensor) -> torch.Tensor:
+    """g = clamp(cos(h, t), 0, 1) per token, shaped to broadcast over h's last dim."""
+    return F.cosine_similarity(h, task_vector, dim=-1).clamp(0.0, 1.0).unsqueeze(-1)
+
+
+class LoRATRFLayer(LowRankLayer):
+    prefix = "trf_"
+    adapter_layer_names = ("trf_A", "trf_B", "trf_t", "trf_T_A", "trf_T_B")
+    parameter_dict_names = ("trf_t",)
+    other_param_names = LowRankLayer.other_param_names + ("trf_mode",)
+    not_mergeable_reason = (
+        "LoRATRF cannot be merged: its task-relevance filter scales each token by cos(h, t), which no fixed "
+        "weight matrix reproduces; use unload() to get the base model back, or keep the adapter unmerged"
+    )
+
+    def create_method_params(self, adapter_name: str, config: LowRankConfig) -> None:
+        self.trf_mode[adapter_name] = config.trf_mode
+        if config.trf_mode == "input":
+            self.trf_t[adapter_name] = nn.Parameter(torch.randn(self.in_features))
+            return
+        d, k = self.out_features, config.trf_rank
+        self.trf_t[adapter_name] = nn.Parameter(torch.randn(d))
+        self.trf_T_A[adapter_name] = nn.Linear(d, k, bias=False)
+        self.trf_T_B[adapter_name] = nn.Linear(k, d, bias=False)
+
+    @torch.no_grad()
+    def reset_parameters(self, adapter_name: str, init_weights: bool) -> None:
+        super().reset_parameters(adapter_name, init_weights)
+        nn.init.normal_(self.trf_t[adapter_name])
+        if adapter_name in self.trf_T_A:
+            nn.init.kaiming_uniform_(self.trf_T_A[adapter_name].weight, a=math.sqrt(5))
+            t_b = self.trf_T_B[adapter_name].weight
+            nn.init.zeros_(t_b) if init_weights else nn.init.normal_(t_b, std=0.02)
+
+    def _adapter_output(self, adapter_name, x, result):
+        scaling = self.scaling[adapter_name]
+        b, t = self.trf_B[adapter_name], self.trf_t[adapter_name]
+        if self.trf_mode[adapter_name] == "input":
+            # the gate reads the un-dropped input: g = clamp(cos(x, t), 0, 1)
+            x_t = x.to(t.dtype)
+            delta = b(self.trf_A[adapter_name](relevance_gate(x_t, t) * self.lora_dropout[adapter_name](x_t)))
+            return result + (delta * scaling).to(result.dtype)
+        h = result.to(t.dtype) + b(self.low_rank(adapter_name, x)) * scaling
+        transform = self.trf_T_B[adapter_name](self.trf_T_A[adapter_name](relevance_gate(h, t) * h))
+        return (h + transform).to(result.dtype)
