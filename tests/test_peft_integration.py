@@ -1,0 +1,186 @@
+"""The three methods behave like PEFT's own tuners: save/load in a fresh process, named adapters, 4-bit bases."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from peft import PeftModel, get_peft_model
+
+import plugin
+from plugin.aux import adapter_layers
+
+from .conftest import tiny_llama
+
+CONFIGS = {
+    "mplora": lambda: plugin.MPLoraConfig(r=4, num_paths=3, orth_weight=0.2, orth_start_step=5, init_weights=False),
+    "mor": lambda: plugin.MoRConfig(r=4, num_experts=3, router_aux_loss_coef=0.01, init_weights=False),
+    "loratrf": lambda: plugin.LoRATRFConfig(r=4, trf_rank=2, trf_mode="output", init_weights=False),
+    "loratrf_input": lambda: plugin.LoRATRFConfig(r=4, trf_mode="input", init_weights=False),
+}
+METHOD_FIELDS = {
+    "mplora": {"peft_type": "MPLORA", "num_paths": 3, "orth_weight": 0.2, "orth_start_step": 5},
+    "mor": {"peft_type": "MOR", "num_experts": 3, "router_aux_loss_coef": 0.01, "router_init_std": 0.02},
+    "loratrf": {"peft_type": "LORATRF", "trf_rank": 2, "trf_mode": "output"},
+    "loratrf_input": {"peft_type": "LORATRF", "trf_rank": 4, "trf_mode": "input"},
+}
+
+LOAD_SCRIPT = textwrap.dedent(
+    """
+    import sys, torch
+    import plugin
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    base = AutoModelForCausalLM.from_pretrained(sys.argv[1]).eval()
+    model = PeftModel.from_pretrained(base, sys.argv[2]).eval()
+    ids = torch.load(sys.argv[3])
+    with torch.no_grad():
+        torch.save(model(ids).logits, sys.argv[4])
+    print(type(model.base_model).__name__)
+    """
+)
+
+
+@pytest.mark.parametrize("method", list(CONFIGS))
+def test_save_then_load_in_fresh_process_is_bit_identical(tmp_path, tokens, method):
+    base = tiny_llama()
+    base.save_pretrained(tmp_path / "base")
+    model = get_peft_model(base, CONFIGS[method]())
+    with torch.no_grad():
+        expected = model(tokens).logits
+    model.save_pretrained(tmp_path / "adapter")
+    saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    for key, value in METHOD_FIELDS[method].items():
+        assert saved[key] == value
+    torch.save(tokens, tmp_path / "ids.pt")
+    proc = subprocess.run(
+        [sys.executable, "-c", LOAD_SCRIPT, tmp_path / "base", tmp_path / "adapter", tmp_path / "ids.pt",
+         tmp_path / "out.pt"], capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[-1] == type(model.base_model).__name__
+    assert torch.equal(torch.load(tmp_path / "out.pt"), expected)
+
+
+def test_loading_without_import_plugin_is_an_error_not_lora(tmp_path):
+    get_peft_model(tiny_llama(), CONFIGS["mor"]()).save_pretrained(tmp_path)
+    script = "from peft import PeftConfig; import sys; PeftConfig.from_pretrained(sys.argv[1])"
+    proc = subprocess.run([sys.executable, "-c", script, tmp_path], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "MOR" in proc.stderr
+
+
+def test_loaded_config_is_our_class(tmp_path):
+    get_peft_model(tiny_llama(), CONFIGS["mplora"]()).save_pretrained(tmp_path)
+    from peft import PeftConfig
+
+    config = PeftConfig.from_pretrained(tmp_path)
+    assert type(config) is plugin.MPLoraConfig and config.num_paths == 3
+
+
+@pytest.mark.parametrize("method", ["mplora", "mor", "loratrf"])
+def test_gradients_reach_exactly_the_adapter_parameters(tokens, method):
+    model = get_peft_model(tiny_llama(), CONFIGS[method]()).train()
+    out = model(tokens, labels=tokens)
+    aux, _ = plugin.weighted_aux_loss(model, step=10)
+    (out.loss + (aux if aux is not None else 0)).backward()
+    for name, p in model.named_parameters():
+        is_adapter = f"{model.base_model.prefix}" in name
+        assert p.requires_grad == is_adapter, name
+        if is_adapter:
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+        else:
+            assert p.grad is None, name
+
+
+def test_named_adapters_set_disable_delete(tokens):
+    base = tiny_llama()
+    with torch.no_grad():
+        base_logits = base(tokens).logits
+    model = get_peft_model(base, CONFIGS["mor"](), adapter_name="a")
+    model.add_adapter("b", plugin.MoRConfig(r=2, num_experts=2, init_weights=False))
+    with torch.no_grad():
+        out_a = model(tokens).logits
+        model.set_adapter("b")
+        out_b = model(tokens).logits
+        with model.disable_adapter():
+            torch.testing.assert_close(model(tokens).logits, base_logits)
+    assert not torch.allclose(out_a, out_b)
+    assert all(p.requires_grad == (".b" in n) for n, p in model.named_parameters() if "mor_" in n)
+    model.delete_adapter("a")
+    assert list(model.peft_config) == ["b"]
+    layer = model.base_model.model.model.layers[0].mlp.up_proj
+    for attr in layer.adapter_layer_names + layer.other_param_names:
+        assert "a" not in getattr(layer, attr), attr
+
+
+def test_print_trainable_parameters_and_modules_to_save(capsys):
+    model = get_peft_model(tiny_llama(), plugin.MPLoraConfig(r=4, modules_to_save=["lm_head"]))
+    model.print_trainable_parameters()
+    assert "trainable params:" in capsys.readouterr().out
+    assert any("modules_to_save" in n and p.requires_grad for n, p in model.named_parameters())
+
+
+def test_bad_target_module_is_a_clear_error():
+    with pytest.raises(ValueError, match="not_a_layer"):
+        get_peft_model(tiny_llama(), plugin.MoRConfig(target_modules=["not_a_layer"]))
+
+
+def test_register_is_idempotent():
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+    plugin.register()
+    plugin.register()
+    assert PEFT_TYPE_TO_CONFIG_MAPPING["MOR"] is plugin.MoRConfig
+    assert plugin.MoRConfig().peft_type == "MOR"
+
+
+# ---- quantized backbones ----------------------------------------------------------------------------------
+bnb = pytest.importorskip("bitsandbytes")
+
+
+def _quantized_llama(tmp_path, **quant):
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    tiny_llama(hidden_size=64, intermediate_size=128).save_pretrained(tmp_path)
+    return AutoModelForCausalLM.from_pretrained(tmp_path, quantization_config=BitsAndBytesConfig(**quant))
+
+
+@pytest.mark.parametrize("method", ["mplora", "mor", "loratrf"])
+def test_4bit_backbone_trains_adapter_only(tmp_path, tokens, method):
+    base = _quantized_llama(tmp_path, load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                            bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)
+    model = get_peft_model(base, CONFIGS[method]())
+    _, layer = next(adapter_layers(model))
+    assert isinstance(layer.get_base_layer(), bnb.nn.Linear4bit)
+    assert all(p.dtype == torch.float32 for n, p in model.named_parameters() if p.requires_grad)
+    model(tokens)  # bitsandbytes repacks 4-bit weights for the CPU on the first forward: snapshot after it
+    packed = layer.get_base_layer().weight.detach().numpy().tobytes()
+    out = model(tokens, labels=tokens)
+    out.loss.backward()
+    torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1).step()
+    model(tokens)
+    assert out.logits.dtype in (torch.bfloat16, torch.float32) and torch.isfinite(out.loss)
+    assert layer.lora_A_dict["default"].weight.grad is not None
+    base_weight = layer.get_base_layer().weight
+    assert not base_weight.requires_grad and base_weight.grad is None
+    assert base_weight.detach().numpy().tobytes() == packed  # base stays quantized and untouched
+    if method == "mplora":
+        with pytest.raises(ValueError, match="merging into a quantized"):
+            model.merge_and_unload()
+
+
+def test_8bit_backbone_forward_backward(tmp_path, tokens):
+    base = _quantized_llama(tmp_path, load_in_8bit=True)
+    model = get_peft_model(base, CONFIGS["mor"]())
+    assert isinstance(model.base_model.model.model.layers[0].mlp.up_proj.get_base_layer(), bnb.nn.Linear8bitLt)
+    model(tokens, labels=tokens).loss.backward()
+    assert model.base_model.model.model.layers[0].mlp.up_proj.mor_router["default"].weight.grad is not None
+
+
+def test_bf16_inputs_cast_in_and_out(tokens):
+    model = get_peft_model(tiny_llama().to(torch.bfloat16), CONFIGS["loratrf"]())
+    assert all(p.dtype == torch.float32 for n, p in model.named_parameters() if "trf_" in n)
+    with torch.no_grad():
+        assert model(tokens).logits.dtype == torch.bfloat16
