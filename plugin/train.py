@@ -115,6 +115,7 @@ def train(cfg: TrainConfig) -> Path:
     """Run one fine-tune; return the folder holding the final adapter."""
     from accelerate import PartialState
     from peft import get_peft_model
+    from transformers import set_seed
 
     from .data import load_training_data
     from .modeling import build_peft_config, check_target_modules, load_base_model, load_tokenizer
@@ -136,6 +137,7 @@ def train(cfg: TrainConfig) -> Path:
         gradient_checkpointing=cfg.gradient_checkpointing,
     )
     check_target_modules(model, cfg.lora_target_modules)
+    set_seed(cfg.seed)  # the adapter's random init must not depend on what ran before
     try:
         model = get_peft_model(model, peft_config)
     except ValueError as err:  # PEFT's own checks (no default targets for this model type, ...)

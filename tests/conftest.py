@@ -30,3 +30,37 @@ def tiny_llama(seed: int = 0, **overrides) -> LlamaForCausalLM:
 def tokens():
     g = torch.Generator().manual_seed(1)
     return torch.randint(0, TINY_LLAMA["vocab_size"], (2, 7), generator=g)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    from .helpers import make_tiny_model_dir
+
+    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny_llama"))
+
+
+@pytest.fixture
+def chat_file(tmp_path):
+    from .helpers import write_chat_rows
+
+    return write_chat_rows(tmp_path / "chat.jsonl", 16)
+
+
+@pytest.fixture
+def base_cfg(tiny_model_dir, chat_file, tmp_path):
+    """Keys of a valid, fast training YAML on the tiny model."""
+    return dict(
+        base_model=str(tiny_model_dir),
+        adapter="mor",
+        lora_r=4,
+        lora_alpha=8,
+        datasets=[{"path": str(chat_file), "type": "messages"}],
+        sequence_len=128,
+        micro_batch_size=2,
+        max_steps=2,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_steps=1,
+        output_dir=str(tmp_path / "out"),
+        report_to="none",
+    )
