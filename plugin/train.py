@@ -27,6 +27,15 @@ def _checkpoints(out: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
 
 
+def _is_complete(checkpoint: Path) -> bool:
+    """The Trainer writes trainer_state.json last: a run killed mid-save leaves a checkpoint without it."""
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+        return True
+    except (OSError, ValueError):
+        return False
+
+
 def plan_output_dir(cfg: TrainConfig, is_main_process: bool = True) -> str | None:
     """Decide what to do with ``output_dir`` before anything heavy loads; return the checkpoint to resume from.
 
@@ -56,7 +65,8 @@ def plan_output_dir(cfg: TrainConfig, is_main_process: bool = True) -> str | Non
     if not checkpoints:
         return None
     if resume == "auto":
-        return str(checkpoints[-1])
+        complete = [c for c in checkpoints if _is_complete(c)]
+        return str(complete[-1]) if complete else None
     raise UserError(
         f"output_dir {out} holds checkpoints of an unfinished run ({checkpoints[-1].name}); set "
         "resume_from_checkpoint: auto to continue it, or overwrite_output_dir: true to start over"
@@ -72,6 +82,7 @@ def _bf16(cfg: TrainConfig) -> bool:
 
 
 def sft_config(cfg: TrainConfig, has_eval: bool):
+    import torch
     from trl import SFTConfig
 
     return SFTConfig(
@@ -104,6 +115,7 @@ def sft_config(cfg: TrainConfig, has_eval: bool):
         data_seed=cfg.seed,
         report_to=cfg.report_to,
         ddp_find_unused_parameters=False,
+        use_cpu=not torch.cuda.is_available(),
     )
 
 
@@ -113,6 +125,7 @@ def _invalid_value(err: ValueError) -> UserError:
 
 def train(cfg: TrainConfig) -> Path:
     """Run one fine-tune; return the folder holding the final adapter."""
+    import torch
     from accelerate import PartialState
     from peft import get_peft_model
     from transformers import set_seed
@@ -121,7 +134,9 @@ def train(cfg: TrainConfig) -> Path:
     from .modeling import build_peft_config, check_target_modules, load_base_model, load_tokenizer
     from .trainer import AuxLossSFTTrainer
 
-    state = PartialState()
+    # without cpu=True accelerate ignores torchrun's WORLD_SIZE on a CPU-only machine and runs each rank alone
+    use_cpu = not torch.cuda.is_available()
+    state = PartialState(cpu=use_cpu)
     resume = plan_output_dir(cfg, state.is_main_process)
     peft_config = build_peft_config(cfg)
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.base_model, cfg.chat_template)

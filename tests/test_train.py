@@ -100,7 +100,7 @@ def test_4bit_backbone_through_the_cli(base_cfg):
 
 def test_two_processes_match_one_on_the_same_global_batch(base_cfg, tmp_path):
     keys = {**base_cfg, "optimizer": "sgd", "lr_scheduler": "constant", "max_grad_norm": 0.0, "learning_rate": 0.5,
-            "max_steps": 2, "mor_router_aux_loss_coef": 0.5, "save_steps": 100}
+            "max_steps": 2, "save_steps": 100, "adapter": "mplora", "mplora_orth_weight": 5.0}
     one = adapter_weights(train(load_config(None, {**keys, "micro_batch_size": 4, "output_dir": str(tmp_path / "one")})))
     cfg_file = write_yaml(tmp_path / "two.yaml", **{**keys, "micro_batch_size": 2, "output_dir": str(tmp_path / "two")})
     proc = subprocess.run(
