@@ -6,6 +6,7 @@ loss on the answer only (its ``completion_only_loss``); ``text`` rows are plain 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from datasets import Dataset, concatenate_datasets, load_dataset, load_from_disk
@@ -21,12 +22,31 @@ def _looks_like_path(path: str) -> bool:
     return path.startswith((".", "/", "~")) or Path(path).suffix in _LOCAL_FORMATS or path.count("/") > 1
 
 
+def _check_json(path: Path) -> None:
+    """Point at the bad line ourselves: datasets would log a long traceback for it."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json" and text.lstrip().startswith(("[", "{")):
+        try:
+            json.loads(text)
+            return
+        except json.JSONDecodeError:
+            pass  # maybe JSON Lines saved as .json
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                json.loads(line)
+            except json.JSONDecodeError as err:
+                raise UserError(f"dataset {path} could not be read as json: line {number}: {err.msg}") from None
+
+
 def _load_raw(spec: DatasetSpec) -> Dataset:
     path = Path(spec.path).expanduser()
     if path.is_file():
         builder = _LOCAL_FORMATS.get(path.suffix)
         if builder is None:
             raise UserError(f"dataset {spec.path}: unsupported file type '{path.suffix}'; use .json, .jsonl, .parquet or .csv")
+        if builder == "json":
+            _check_json(path)
         try:
             return load_dataset(builder, data_files=str(path), split="train")
         except Exception as err:  # malformed JSON and friends: datasets raises many types
