@@ -1,0 +1,207 @@
+"""``python -m plugin.eval``: lm-evaluation-harness on a base model with (or without) one of our adapters.
+
+lm-eval's own ``peft=`` argument loads adapters in a way that cannot see our registered types, so the bridge loads
+the model itself (after ``import plugin``) and hands it to lm-eval in-process through ``HFLM(pretrained=model)``.
+Scoring is lm-eval's; nothing here re-implements it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from .errors import UserError, exits_cleanly_on_user_error
+
+EVAL_DIR = Path(__file__).resolve().parent.parent / "eval"
+SUITES = {"commonsense": ["commonsense"], "math": ["math"], "mmlu": ["mmlu"]}
+# offline: which local files (in --data_dir) make up each suite
+LOCAL_SUITES = {
+    "commonsense": ["boolq", "piqa", "social_iqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa"],
+    "math": ["gsm8k", "svamp", "addsub", "multiarith", "singleeq", "asdiv"],
+    "mmlu": ["mmlu"],
+}
+MATH_TASKS = set(LOCAL_SUITES["math"])
+
+
+def write_local_tasks(data_dir: Path, include_dir: Path) -> list[str]:
+    """One lm-eval task YAML per ``<task>.jsonl`` in ``data_dir``, from the templates in eval/local/."""
+    names = []
+    for data_file in sorted(data_dir.glob("*.jsonl")):
+        task = data_file.stem
+        template = "_math_template.yaml" if task in MATH_TASKS else "_mc_template.yaml"
+        text = (EVAL_DIR / "local" / template).read_text()
+        text = text.replace("{task}", task).replace("{data_file}", str(data_file.resolve()))
+        (include_dir / f"local_{task}.yaml").write_text(text)
+        names.append(task)
+    return names
+
+
+def resolve_tasks(suite: str | None, tasks: list[str] | None, data_dir: Path | None, include_dir: Path) -> list[str]:
+    if not suite and not tasks:
+        raise UserError("nothing to evaluate: pass --suite (commonsense, math, mmlu) or --tasks a,b")
+    if suite and suite not in SUITES:
+        raise UserError(f"unknown suite '{suite}'; choose one of: {', '.join(SUITES)}")
+    if data_dir is None:
+        return (SUITES[suite] if suite else []) + list(tasks or [])
+    if not data_dir.is_dir():
+        raise UserError(f"--data_dir not found: {data_dir}")
+    available = write_local_tasks(data_dir, include_dir)
+    wanted = [t for t in LOCAL_SUITES[suite] if t in available] if suite else []
+    for task in tasks or []:
+        if task not in available:
+            raise UserError(f"task '{task}' has no file {data_dir / (task + '.jsonl')}; have: {', '.join(available) or 'none'}")
+        wanted.append(task)
+    if not wanted:
+        raise UserError(f"--data_dir {data_dir} has none of the {suite} suite's files ({', '.join(LOCAL_SUITES[suite])}.jsonl)")
+    return [f"local_{t}" for t in wanted]
+
+
+def check_task_names(task_manager, tasks: list[str]) -> None:
+    known = set(task_manager.all_tasks)
+    unknown = [t for t in tasks if t not in known]
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise UserError(f"unknown lm-eval task '{unknown[0]}'{hint}")
+
+
+def load_model_for_eval(base: str, adapter: str | None, load_in_4bit: bool = False):
+    """(model, tokenizer, identity): the base, optionally 4-bit, with the adapter applied by PEFT."""
+    import plugin  # noqa: F401  registers our methods with PEFT
+
+    from .modeling import load_base_model, load_tokenizer
+
+    identity = {"base_model": base, "adapter": adapter, "load_in_4bit": load_in_4bit}
+    if adapter is not None:
+        adapter_config = Path(adapter) / "adapter_config.json"
+        if not adapter_config.is_file():
+            raise UserError(f"no adapter at {adapter} (missing adapter_config.json); pass the training output_dir")
+        identity["adapter_config"] = json.loads(adapter_config.read_text())
+        from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+        peft_type = identity["adapter_config"].get("peft_type")
+        if peft_type not in PEFT_TYPE_TO_CONFIG_MAPPING:
+            raise UserError(f"{adapter_config} has unknown peft_type {peft_type!r}; it was not saved by PEFT or this package")
+    tokenizer = load_tokenizer(adapter if adapter and (Path(adapter) / "tokenizer_config.json").is_file() else base)
+    model = load_base_model(base, load_in_4bit=load_in_4bit)
+    if adapter is not None:
+        from peft import PeftModel
+
+        try:
+            model = PeftModel.from_pretrained(model, adapter)
+        except (RuntimeError, ValueError, KeyError) as err:
+            first = str(err).strip().splitlines()[0][:300]
+            raise UserError(f"adapter {adapter} does not fit base model {base} (trained for another model?): {first}") from None
+    model.eval()
+    return model, tokenizer, identity
+
+
+def run_lm_eval(model, tokenizer, tasks: list[str], include_dir: Path, *, limit=None, batch_size=8, num_fewshot=None):
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    task_manager = TaskManager(include_path=[str(EVAL_DIR), str(include_dir)])
+    check_task_names(task_manager, tasks)
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    return simple_evaluate(model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=task_manager,
+                           bootstrap_iters=1000, log_samples=False)
+
+
+def results_rows(results: dict) -> list[dict]:
+    rows = []
+    n_samples = results.get("n-samples", {})
+    for task, metrics in results["results"].items():
+        for key, value in metrics.items():
+            if "," not in key or "_stderr" in key or not isinstance(value, (int, float)):
+                continue
+            metric, filt = key.split(",", 1)
+            stderr = metrics.get(f"{metric}_stderr,{filt}")
+            rows.append({"task": task, "metric": metric, "value": value,
+                         "stderr": stderr if isinstance(stderr, (int, float)) else None,
+                         "n": n_samples.get(task, {}).get("effective")})
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| task | metric | value | stderr | n |", "|---|---|---:|---:|---:|"]
+    for r in rows:
+        stderr = f"{r['stderr']:.4f}" if r["stderr"] is not None else ""
+        lines.append(f"| {r['task']} | {r['metric']} | {r['value']:.4f} | {stderr} | {r['n'] or ''} |")
+    return "\n".join(lines)
+
+
+def evaluate(base, adapter=None, *, suite=None, tasks=None, limit=None, batch_size=8, num_fewshot=None,
+             load_in_4bit=False, data_dir=None, output=None) -> dict:
+    with tempfile.TemporaryDirectory() as include:
+        task_names = resolve_tasks(suite, tasks, Path(data_dir) if data_dir else None, Path(include))
+        model, tokenizer, identity = load_model_for_eval(base, adapter, load_in_4bit)
+        results = run_lm_eval(model, tokenizer, task_names, Path(include), limit=limit, batch_size=batch_size,
+                              num_fewshot=num_fewshot)
+    rows = results_rows(results)
+    import lm_eval
+
+    report = {
+        **identity,
+        "suite": suite, "tasks": task_names, "limit": limit, "num_fewshot": num_fewshot, "data_dir": data_dir,
+        "lm_eval_version": lm_eval.__version__, "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "rows": rows,
+    }
+    table = markdown_table(rows)
+    print("\n" + table)
+    if output:
+        out = Path(output)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(report, indent=1, default=str))
+        header = f"# lm-eval results\n\nbase: `{base}`  \nadapter: `{adapter}`  \nlimit: {limit}\n\n"
+        (out / "results.md").write_text(header + table + "\n")
+        print(f"\nresults written to {out}/results.json and results.md")
+    return report
+
+
+def evaluate_from_train_config(cfg, adapter_dir: Path) -> dict:
+    """The ``eval:`` section of a training YAML, run on the adapter just trained."""
+    spec = cfg.eval
+    return evaluate(cfg.base_model, str(adapter_dir), suite=spec.suite, tasks=spec.tasks, limit=spec.limit,
+                    batch_size=spec.batch_size, num_fewshot=spec.num_fewshot, load_in_4bit=cfg.load_in_4bit,
+                    data_dir=spec.data_dir, output=spec.output or str(adapter_dir / "eval"))
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m plugin.eval",
+        description="Evaluate a base model, or base + MPLoRA/MoR/LoRATRF/LoRA adapter, with lm-evaluation-harness.",
+        epilog="Offline: --data_dir data/eval runs the suite's tasks from local JSON Lines files. "
+               "Without --adapter the base model is evaluated, for a before/after comparison.",
+    )
+    p.add_argument("--base", required=True, help="base model: hub id, local folder or embedded:smollm2-135m-instruct")
+    p.add_argument("--adapter", help="adapter folder (a training output_dir); omit to evaluate the base model")
+    p.add_argument("--suite", help=f"task suite: {', '.join(SUITES)}")
+    p.add_argument("--tasks", type=lambda s: [t for t in s.split(",") if t], help="comma-separated lm-eval tasks")
+    p.add_argument("--limit", type=int, help="at most this many items per task")
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--num_fewshot", type=int, help="few-shot examples (e.g. 5 for MMLU)")
+    p.add_argument("--load_in_4bit", action="store_true", help="load the base model in 4-bit (nf4)")
+    p.add_argument("--data_dir", help="folder of <task>.jsonl files for offline evaluation (see data/README.md)")
+    p.add_argument("--output", help="folder for results.json and results.md")
+    return p
+
+
+@exits_cleanly_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.limit is not None and args.limit <= 0:
+        raise UserError("--limit must be > 0")
+    evaluate(args.base, args.adapter, suite=args.suite, tasks=args.tasks, limit=args.limit, batch_size=args.batch_size,
+             num_fewshot=args.num_fewshot, load_in_4bit=args.load_in_4bit, data_dir=args.data_dir, output=args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
