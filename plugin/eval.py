@@ -32,6 +32,8 @@ def write_local_tasks(data_dir: Path, include_dir: Path) -> list[str]:
     names = []
     for data_file in sorted(data_dir.glob("*.jsonl")):
         task = data_file.stem
+        if not data_file.read_text().strip():
+            raise UserError(f"{data_file} is empty; put one JSON object per line in it, or remove it")
         template = "_math_template.yaml" if task in MATH_TASKS else "_mc_template.yaml"
         text = (EVAL_DIR / "local" / template).read_text()
         text = text.replace("{task}", task).replace("{data_file}", str(data_file.resolve()))

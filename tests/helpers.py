@@ -12,14 +12,14 @@ REPO = Path(__file__).resolve().parent.parent
 DEMO_DATA = REPO / "data" / "demo" / "commonsense_chat.jsonl"
 
 
-def make_tiny_model_dir(path: Path) -> Path:
+def make_tiny_model_dir(path: Path, hidden_size: int = 32) -> Path:
     """A random-init 2-layer LLaMA saved with the embedded SmolLM2 tokenizer (it has a chat template)."""
     from plugin.embedded import embedded_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_path())
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                          tie_word_embeddings=True)
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
