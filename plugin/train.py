@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     out = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"\nadapter saved to {out}\nevaluate it with:\n  python -m plugin.eval --base {cfg.base_model} "
-              f"--adapter {out} --suite commonsense --limit 100")
+              f"--adapter {out} --data_dir data/eval --suite commonsense --limit 100")
         if cfg.eval is not None:
             from .eval import evaluate_from_train_config
 

@@ -8,5 +8,6 @@ rows = [as_chat(item) for task in TRAIN_TASKS for item in load_items(task, 0, 60
 print(write_jsonl(rows, "data/demo/commonsense_chat.jsonl"), len(rows))
 
 # held-out evaluation samples for the offline lm-eval suites: items 300-499 of each task
-for task in ["arc_easy", "arc_challenge", "openbookqa", "piqa", "social_iqa", "boolq", "winogrande", "hellaswag"]:
+# (ARC-Challenge's validation split has only 299 items, so it has no held-out file)
+for task in ["arc_easy", "openbookqa", "piqa", "social_iqa", "boolq", "winogrande", "hellaswag"]:
     print(write_jsonl(load_items(task, 300, 500), f"data/eval/{task}.jsonl"))
