@@ -1,0 +1,145 @@
+"""``python -m plugin.bench``: step time and peak memory of each adapter as ratios to PEFT LoRA in the same run.
+
+Each method runs in its own subprocess (clean peak-RSS on CPU; ``max_memory_allocated`` on CUDA) on the same
+random-init LLaMA-shaped model, batch and sequence length. Timing: median forward+backward of several steps after
+warm-up. The naive MoR reference loops over experts, one ``B (Omega_A[i] * A x)`` per expert, as MoE-LoRA does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+METHODS = ["lora", "mplora", "mor", "mor_naive", "loratrf"]
+
+
+def _peft_config(method: str, rank: int, experts: int, targets: list[str]):
+    import plugin
+    from peft import LoraConfig
+
+    common = dict(r=rank, lora_alpha=2 * rank, target_modules=targets)
+    return {
+        "lora": lambda: LoraConfig(**common),
+        "mplora": lambda: plugin.MPLoraConfig(num_paths=4, **common),
+        "mor": lambda: plugin.MoRConfig(num_experts=experts, **common),
+        "mor_naive": lambda: plugin.MoRConfig(num_experts=experts, **common),
+        "loratrf": lambda: plugin.LoRATRFConfig(**common),
+    }[method]()
+
+
+def _use_naive_mor(model) -> None:
+    """Swap MoR layers to the per-expert loop (benchmark reference only)."""
+    import torch
+
+    from .aux import adapter_layers
+    from .tuners.mor import MoRLayer
+
+    class NaiveMoRLayer(MoRLayer):
+        def _adapter_output(self, name, x, result):
+            gates = torch.softmax(self.mor_router[name](x.to(torch.float32)), dim=-1)
+            z = self.low_rank(name, x)
+            b = self.mor_B[name]
+            delta = sum(
+                gates[..., i : i + 1] * self.mor_omega_B[name][i] * b(self.mor_omega_A[name][i] * z)
+                for i in range(self.num_experts[name])
+            )
+            return result + (delta * self.scaling[name]).to(result.dtype)
+
+    for _, layer in adapter_layers(model, MoRLayer):
+        layer.__class__ = NaiveMoRLayer
+
+
+def measure(method: str, args) -> dict:
+    """Run in a child process: build, warm up, time, report."""
+    import torch
+    from peft import get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    config = LlamaConfig(hidden_size=args.hidden, intermediate_size=int(args.hidden * 2.6875), num_hidden_layers=args.layers,
+                         num_attention_heads=max(1, args.hidden // 64), num_key_value_heads=max(1, args.hidden // 64),
+                         vocab_size=args.vocab, max_position_embeddings=max(2048, args.seq))
+    model = LlamaForCausalLM(config).to(device)
+    model = get_peft_model(model, _peft_config(method, args.rank, args.experts, args.targets.split(",")))
+    if method == "mor_naive":
+        _use_naive_mor(model)
+    model.train()
+    ids = torch.randint(0, args.vocab, (args.batch, args.seq), device=device)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    def step():
+        model(input_ids=ids, labels=ids).loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    for _ in range(args.warmup):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(args.steps):
+        start = time.perf_counter()
+        step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    peak = (torch.cuda.max_memory_allocated() if device == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return {"method": method, "step_s": statistics.median(times), "peak_bytes": peak, "trainable": trainable,
+            "device": device}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m plugin.bench", description=__doc__.splitlines()[0])
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--hidden", type=int, default=512)
+    p.add_argument("--layers", type=int, default=8)
+    p.add_argument("--vocab", type=int, default=4096)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--seq", type=int, default=256)
+    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--experts", type=int, default=8)
+    p.add_argument("--targets", default="gate_proj,up_proj,down_proj")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--json", help="also write the rows here")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.child:
+        print(json.dumps(measure(args.child, args)))
+        return 0
+    passthrough = [a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("--json")]
+    rows = []
+    for method in args.methods.split(","):
+        out = subprocess.run([sys.executable, "-m", "plugin.bench", *passthrough, "--child", method],
+                             capture_output=True, text=True, check=True)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(f"measured {method}", file=sys.stderr, flush=True)
+    lora = next(r for r in rows if r["method"] == "lora")
+    print(f"\n{rows[0]['device']} ({platform.processor() or platform.machine()}), hidden {args.hidden}, "
+          f"{args.layers} layers, batch {args.batch} x seq {args.seq}, r {args.rank}, N {args.experts}, "
+          f"targets {args.targets}\n")
+    print("| method | trainable | step (s) | time / LoRA | peak MB | memory / LoRA |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['method']} | {r['trainable']:,} | {r['step_s']:.3f} | {r['step_s'] / lora['step_s']:.2f}x | "
+              f"{r['peak_bytes'] / 2**20:.0f} | {r['peak_bytes'] / lora['peak_bytes']:.3f}x |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
