@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(json.dumps(measure(args.child, args)))
         return 0
-    passthrough = [a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("--json")]
+    passthrough = [f"--{k}={v}" for k, v in vars(args).items() if k not in ("json", "child")]
     rows = []
     for method in args.methods.split(","):
         out = subprocess.run([sys.executable, "-m", "plugin.bench", *passthrough, "--child", method],
