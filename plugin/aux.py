@@ -60,3 +60,26 @@ def router_weights(model: nn.Module, adapter_name: str | None = None) -> dict[st
         if adapter in layer.router_mean:
             out[name] = layer.router_mean[adapter]
     return out
+
+
+def router_entropies(model: nn.Module, adapter_name: str | None = None) -> dict[str, float]:
+    """Mean per-token entropy of the router's distribution, per MoR layer, from the last forward pass."""
+    out = {}
+    for name, layer in adapter_layers(model, MoRLayer):
+        adapter = adapter_name or layer.active_adapters[0]
+        if adapter in layer.router_entropy:
+            out[name] = float(layer.router_entropy[adapter])
+    return out
+
+
+def orthogonality_per_layer(model: nn.Module, adapter_name: str | None = None) -> dict[str, float]:
+    """Unweighted MPLoRA orthogonality loss of each layer (for telemetry and plots)."""
+    from .tuners.mplora import MPLoraLayer
+
+    out = {}
+    for name, layer in adapter_layers(model, MPLoraLayer):
+        adapter = adapter_name or layer.active_adapters[0]
+        terms = layer.aux_losses(adapter) if adapter in layer.mplora_B else {}
+        if "orth_loss" in terms:
+            out[name] = float(terms["orth_loss"].detach())
+    return out

@@ -54,7 +54,8 @@ def plan_output_dir(cfg: TrainConfig, is_main_process: bool = True) -> str | Non
         if is_main_process and out.is_dir():  # asked for: start over
             for ckpt in _checkpoints(out):
                 shutil.rmtree(ckpt)
-            (out / FINAL_ADAPTER_FILE).unlink(missing_ok=True)
+            for stale in (FINAL_ADAPTER_FILE, "telemetry.jsonl"):
+                (out / stale).unlink(missing_ok=True)
         return None
     if (out / FINAL_ADAPTER_FILE).is_file():
         raise UserError(
@@ -132,6 +133,7 @@ def train(cfg: TrainConfig) -> Path:
 
     from .data import load_training_data
     from .modeling import build_peft_config, check_target_modules, load_base_model, load_tokenizer
+    from .telemetry import AdapterTelemetryCallback
     from .trainer import AuxLossSFTTrainer
 
     # without cpu=True accelerate ignores torchrun's WORLD_SIZE on a CPU-only machine and runs each rank alone
@@ -162,7 +164,8 @@ def train(cfg: TrainConfig) -> Path:
     except ValueError as err:  # e.g. an unknown lr_scheduler or optimizer name
         raise _invalid_value(err) from None
     trainer = AuxLossSFTTrainer(
-        model=model, args=args, train_dataset=train_data, eval_dataset=eval_data, processing_class=tokenizer
+        model=model, args=args, train_dataset=train_data, eval_dataset=eval_data, processing_class=tokenizer,
+        callbacks=[AdapterTelemetryCallback()],
     )
     if state.is_main_process:
         model.print_trainable_parameters()

@@ -1,19 +1,22 @@
-"""TRL's SFTTrainer plus the adapters' auxiliary losses (MPLoRA orthogonality, MoR router balance)."""
+"""Auxiliary losses (MPLoRA orthogonality, MoR router balance) for TRL's SFTTrainer and any transformers Trainer."""
 
 from __future__ import annotations
+
+from collections import defaultdict
 
 from trl import SFTTrainer
 
 from .aux import weighted_aux_loss
 
 
-class AuxLossSFTTrainer(SFTTrainer):
+class AuxLossMixin:
     """Adds each adapter's weighted auxiliary loss to the task loss and logs every term by name.
 
     Scaling follows TRL's own MoE aux-loss handling: with ``num_items_in_batch`` the Trainer leaves gradient
     accumulation to the loss, so the term is divided by the accumulation steps; without it the Trainer divides the
     whole loss. Either way the auxiliary gradient counts once per optimiser step. DDP averages gradients over
     processes, and every process adds the same weight-only term, so the number of processes does not change it.
+    Mix it in before a ``transformers.Trainer`` subclass (see ``AuxLossSFTTrainer``, the Axolotl plugin).
     """
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -25,6 +28,19 @@ class AuxLossSFTTrainer(SFTTrainer):
             if aux is not None:
                 steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
                 loss = loss + aux.to(loss.device) / steps
+            if not hasattr(self, "_aux_terms"):
+                self._aux_terms = defaultdict(list)
             for term, value in terms.items():
-                self._metrics["train"][term].append(value)
+                self._aux_terms[term].append(value)
         return (loss, result[1]) if return_outputs else loss
+
+    def log(self, logs: dict, *args, **kwargs) -> None:
+        terms = getattr(self, "_aux_terms", None)
+        if terms and "loss" in logs:  # a training log: the mean of each term since the last one
+            logs.update({term: sum(values) / len(values) for term, values in terms.items()})
+            terms.clear()
+        super().log(logs, *args, **kwargs)
+
+
+class AuxLossSFTTrainer(AuxLossMixin, SFTTrainer):
+    """TRL's SFTTrainer with the adapters' auxiliary losses."""

@@ -38,6 +38,7 @@ class MoRLayer(LowRankLayer):
         "router_init_std",
         "balance_coef",
         "router_mean",
+        "router_entropy",
         "balance_loss",
     )
     not_mergeable_reason = (
@@ -67,7 +68,10 @@ class MoRLayer(LowRankLayer):
         router = self.mor_router[adapter_name]
         x_a = x.to(router.weight.dtype)
         gates = torch.softmax(router(x_a).float(), dim=-1)
-        self.router_mean[adapter_name] = gates.detach().reshape(-1, gates.shape[-1]).mean(0)
+        with torch.no_grad():  # telemetry of the last forward: mean gate per expert, mean per-token entropy
+            flat = gates.reshape(-1, gates.shape[-1])
+            self.router_mean[adapter_name] = flat.mean(0)
+            self.router_entropy[adapter_name] = -(flat * flat.clamp_min(1e-12).log()).sum(-1).mean()
         if self.training and self.balance_coef[adapter_name] > 0:
             self.balance_loss[adapter_name] = switch_balance_loss(gates)
         z = self.low_rank(adapter_name, x)
