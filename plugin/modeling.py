@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -119,30 +120,41 @@ def check_target_modules(model: nn.Module, targets: list[str] | None) -> None:
             raise UserError(f"lora_target_modules: '{target}' matches {bad[0]}, which is not a linear layer")
 
 
-def build_peft_config(cfg: TrainConfig) -> PeftConfig:
-    """The adapter's PEFT config from the YAML's keys (lora -> peft.LoraConfig)."""
+def peft_config_from_keys(keys: dict) -> PeftConfig:
+    """The adapter's PEFT config from YAML keys (ours or Axolotl's: same names); missing or None keys take
+    the schema defaults. ``adapter: lora`` gives a ``peft.LoraConfig``."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+    def get(name):
+        value = keys.get(name)
+        return defaults[name] if value is None else value
+
+    targets = "all-linear" if keys.get("lora_target_linear") else get("lora_target_modules")
     common = dict(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=cfg.lora_target_modules,
-        modules_to_save=cfg.lora_modules_to_save,
-        use_rslora=cfg.peft_use_rslora,
+        r=get("lora_r"),
+        lora_alpha=get("lora_alpha"),
+        lora_dropout=get("lora_dropout"),
+        target_modules=targets,
+        modules_to_save=get("lora_modules_to_save"),
+        use_rslora=get("peft_use_rslora"),
         task_type="CAUSAL_LM",
     )
-    if cfg.adapter == "lora":
-        if common["target_modules"] is None:
-            common["target_modules"] = "all-linear"
-        return LoraConfig(**common)
+    adapter = get("adapter")
+    if adapter == "lora":
+        return LoraConfig(**{**common, "target_modules": common["target_modules"] or "all-linear"})
     method_fields = {
-        "mplora": dict(num_paths=cfg.mplora_num_paths, orth_weight=cfg.mplora_orth_weight,
-                       orth_start_step=cfg.mplora_orth_start_step),
-        "mor": dict(num_experts=cfg.mor_num_experts, router_aux_loss_coef=cfg.mor_router_aux_loss_coef,
-                    router_init_std=cfg.mor_router_init_std),
-        "loratrf": dict(trf_rank=cfg.loratrf_rank, trf_mode=cfg.loratrf_mode),
-    }[cfg.adapter]
-    config_cls, _ = METHODS[cfg.adapter]
+        "mplora": dict(num_paths=get("mplora_num_paths"), orth_weight=get("mplora_orth_weight"),
+                       orth_start_step=get("mplora_orth_start_step")),
+        "mor": dict(num_experts=get("mor_num_experts"), router_aux_loss_coef=get("mor_router_aux_loss_coef"),
+                    router_init_std=get("mor_router_init_std")),
+        "loratrf": dict(trf_rank=get("loratrf_rank"), trf_mode=get("loratrf_mode")),
+    }[adapter]
+    config_cls, _ = METHODS[adapter]
     try:
         return config_cls(**common, **method_fields)
     except ValueError as err:
         raise UserError(str(err)) from None
+
+
+def build_peft_config(cfg: TrainConfig) -> PeftConfig:
+    return peft_config_from_keys(dataclasses.asdict(cfg))

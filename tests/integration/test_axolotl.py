@@ -1,0 +1,90 @@
+"""A real ``axolotl train`` with our plugin, for each adapter, in Axolotl's own environment.
+
+Opt-in: runs when ``bash scripts/setup_axolotl.sh`` has built ``.venv-axolotl`` (CI does), skipped otherwise.
+"""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ..helpers import REPO
+
+VENV = REPO / ".venv-axolotl"
+pytestmark = pytest.mark.skipif(not (VENV / "bin" / "axolotl").exists(),
+                                reason="Axolotl not set up: run bash scripts/setup_axolotl.sh")
+
+METHOD_KEYS = {
+    "mplora": {"lora_target_modules": ["q_proj", "v_proj"], "mplora_num_paths": 2, "mplora_orth_weight": 1.0},
+    "mor": {"lora_target_modules": ["gate_proj", "up_proj", "down_proj"], "mor_num_experts": 3,
+            "mor_router_aux_loss_coef": 0.01},
+    "loratrf": {"lora_target_modules": ["o_proj", "up_proj", "down_proj"], "loratrf_mode": "output"},
+}
+LOGGED_TERM = {"mplora": "orth_loss", "mor": "router_balance_loss"}
+
+
+def _env():
+    return {**os.environ, "PATH": f"{VENV / 'bin'}:{os.environ['PATH']}", "DO_NOT_TRACK": "1",
+            "AXOLOTL_DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def _axolotl_yaml(tmp_path, tiny_model_dir, chat_file, adapter):
+    cfg = {
+        "base_model": str(tiny_model_dir),
+        "plugins": ["plugin.integrations.axolotl.LoRAVariantsPlugin"],
+        "adapter": adapter, "lora_r": 4, "lora_alpha": 8, **METHOD_KEYS[adapter],
+        "datasets": [{"path": str(chat_file), "ds_type": "json", "type": "chat_template",
+                      "field_messages": "messages"}],
+        "chat_template": "tokenizer_default", "sequence_len": 256,  # shorter drops every row (SPEC.md)
+        "micro_batch_size": 2, "gradient_accumulation_steps": 1, "max_steps": 3, "learning_rate": 0.001,
+        "optimizer": "adamw_torch", "logging_steps": 1, "save_steps": 100, "val_set_size": 0,
+        "bf16": False, "fp16": False, "tf32": False,
+        "output_dir": str(tmp_path / "out"), "dataset_prepared_path": str(tmp_path / "prepared"),
+    }
+    path = tmp_path / "axolotl.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.mark.parametrize("adapter", list(METHOD_KEYS))
+def test_axolotl_train_with_our_plugin(tmp_path, tiny_model_dir, chat_file, adapter):
+    cfg = _axolotl_yaml(tmp_path, tiny_model_dir, chat_file, adapter)
+    proc = subprocess.run(["axolotl", "train", str(cfg)], cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = tmp_path / "out"
+    saved = json.loads((out / "adapter_config.json").read_text())
+    assert saved["peft_type"] == adapter.upper()
+    if adapter in LOGGED_TERM:  # aux term in Axolotl's logs, per-layer telemetry beside the adapter
+        assert f"'{LOGGED_TERM[adapter]}'" in proc.stdout + proc.stderr
+        assert (out / "telemetry.jsonl").is_file()
+    # the adapter trained under Axolotl's pinned PEFT loads in Axolotl's environment after `import plugin`
+    load = ("import sys, plugin; from peft import PeftModel; from transformers import AutoModelForCausalLM; "
+            "m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(sys.argv[1]), sys.argv[2]); "
+            "print(type(m.base_model).__name__)")
+    loaded = subprocess.run([str(VENV / "bin" / "python"), "-c", load, str(tiny_model_dir), str(out)],
+                            env=_env(), capture_output=True, text=True, timeout=300)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert loaded.stdout.split()[-1] == {"mplora": "MPLoraModel", "mor": "MoRModel", "loratrf": "LoRATRFModel"}[adapter]
+
+
+def test_plugin_args_validate_through_axolotl(tmp_path):
+    """Our keys go through Axolotl's own pydantic validation, bad values are rejected there."""
+    script = (
+        "from axolotl.integrations.base import PluginManager, BasePlugin\n"
+        "import importlib, pydantic\n"
+        "from plugin.integrations.axolotl import LoRAVariantsPlugin, LoRAVariantsArgs\n"
+        "assert issubclass(LoRAVariantsPlugin, BasePlugin)\n"
+        "p = LoRAVariantsPlugin(); mod, _, cls = p.get_input_args().rpartition('.')\n"
+        "assert getattr(importlib.import_module(mod), cls) is LoRAVariantsArgs\n"
+        "assert [c.name for c in p.get_adapter_capabilities()] == ['mplora', 'mor', 'loratrf']\n"
+        "LoRAVariantsArgs(mor_num_experts=4)\n"
+        "try:\n    LoRAVariantsArgs(loratrf_mode='sideways')\nexcept pydantic.ValidationError:\n    print('rejected')\n"
+    )
+    proc = subprocess.run([str(VENV / "bin" / "python"), "-c", script], env=_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith("rejected")
