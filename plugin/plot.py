@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -42,7 +43,8 @@ def _curves(rows: list[dict], key: str) -> dict[str, tuple[list[int], list[float
     return curves
 
 
-def plot_curves(rows: list[dict], key: str, title: str, ylabel: str, path: Path, total: bool) -> Path | None:
+def plot_curves(rows: list[dict], key: str, title: str, ylabel: str, path: Path, total: bool,
+                reference: tuple[float, str] | None = None) -> Path | None:
     import matplotlib.pyplot as plt
 
     curves = _curves(rows, key)
@@ -60,6 +62,11 @@ def plot_curves(rows: list[dict], key: str, title: str, ylabel: str, path: Path,
         means = [sum(r[key].values()) / len(r[key]) for r in rows if r.get(key)]
         ax.plot(steps, means, color="black", lw=2, label="mean over layers")
         ax.legend()
+    if reference is not None:
+        ax.axhline(reference[0], color="gray", ls="--", lw=1, label=reference[1])
+        ax.legend()
+    if total and all(v > 0 for _, values in curves.values() for v in values):
+        ax.set_yscale("log")  # per-layer values sit orders of magnitude below their sum
     ax.set(title=f"{title} ({len(curves)} layers, thin lines)", xlabel="optimiser step", ylabel=ylabel)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -108,6 +115,14 @@ def router_gates_on_texts(out_dir: Path, layer: str | None, texts: list[str]):
             model(**tokenizer(text, return_tensors="pt"))
     hook.remove()
     return chosen.removeprefix("base_model.model."), torch.cat(captured).numpy()
+
+
+def _uniform_entropy(rows: list[dict]) -> tuple[float, str] | None:
+    means = next((r["router_mean"] for r in rows if r.get("router_mean")), None)
+    if not means:
+        return None
+    n = len(next(iter(means.values())))
+    return math.log(n), f"uniform router: ln {n}"
 
 
 def plot_router_weights(name: str, gates, path: Path) -> Path:
@@ -166,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         plot_curves(rows, "orth_loss", "MPLoRA orthogonality loss", "sum_{i<j} ||B_i^T B_j||_F^2",
                     dest / "orthogonality.png", total=True),
         plot_curves(rows, "router_entropy", "MoR router entropy", "mean per-token entropy (nats)",
-                    dest / "router_entropy.png", total=False),
+                    dest / "router_entropy.png", total=False, reference=_uniform_entropy(rows)),
     ]
     if any(rows and r.get("router_mean") for r in rows):
         name, gates = router_gates_on_texts(out_dir, args.layer, load_texts(Path(args.texts), args.num_texts))
