@@ -17,6 +17,7 @@ import sys
 import time
 
 METHODS = ["lora", "mplora", "mor", "mor_naive", "loratrf"]
+GENERATE_METHODS = ["lora", "mplora", "mplora_merged", "mor", "loratrf"]
 
 
 def _peft_config(method: str, rank: int, experts: int, targets: list[str]):
@@ -27,6 +28,7 @@ def _peft_config(method: str, rank: int, experts: int, targets: list[str]):
     return {
         "lora": lambda: LoraConfig(**common),
         "mplora": lambda: plugin.MPLoraConfig(num_paths=4, **common),
+        "mplora_merged": lambda: plugin.MPLoraConfig(num_paths=4, **common),
         "mor": lambda: plugin.MoRConfig(num_experts=experts, **common),
         "mor_naive": lambda: plugin.MoRConfig(num_experts=experts, **common),
         "loratrf": lambda: plugin.LoRATRFConfig(**common),
@@ -70,13 +72,23 @@ def measure(method: str, args) -> dict:
     model = get_peft_model(model, _peft_config(method, args.rank, args.experts, args.targets.split(",")))
     if method == "mor_naive":
         _use_naive_mor(model)
-    model.train()
-    ids = torch.randint(0, args.vocab, (args.batch, args.seq), device=device)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if method == "mplora_merged":
+        model = model.merge_and_unload()
+    ids = torch.randint(0, args.vocab, (args.batch, args.seq), device=device)
+    if args.generate:
+        model.eval()
 
-    def step():
-        model(input_ids=ids, labels=ids).loss.backward()
-        model.zero_grad(set_to_none=True)
+        def step():
+            with torch.no_grad():
+                model.generate(input_ids=ids, max_new_tokens=args.generate, min_new_tokens=args.generate,
+                               do_sample=False, pad_token_id=0)
+    else:
+        model.train()
+
+        def step():
+            model(input_ids=ids, labels=ids).loss.backward()
+            model.zero_grad(set_to_none=True)
 
     for _ in range(args.warmup):
         step()
@@ -92,13 +104,17 @@ def measure(method: str, args) -> dict:
         times.append(time.perf_counter() - start)
     peak = (torch.cuda.max_memory_allocated() if device == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"method": method, "step_s": statistics.median(times), "peak_bytes": peak, "trainable": trainable,
-            "device": device}
+    row = {"method": method, "step_s": statistics.median(times), "peak_bytes": peak, "trainable": trainable,
+           "device": device}
+    if args.generate:
+        row["tokens_per_s"] = args.batch * args.generate / row["step_s"]
+    return row
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m plugin.bench", description=__doc__.splitlines()[0])
-    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--methods", help=f"comma list (default: {','.join(METHODS)}; with --generate: "
+                   f"{','.join(GENERATE_METHODS)})")
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--vocab", type=int, default=4096)
@@ -109,9 +125,39 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--targets", default="gate_proj,up_proj,down_proj")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--generate", type=int, default=0,
+                   help="time generation of this many new tokens (inference) instead of a training step")
+    p.add_argument("--sweep", help="one setting over several values, e.g. experts=1,2,4,8,16 or seq=128,256,512")
     p.add_argument("--json", help="also write the rows here")
     p.add_argument("--child", help=argparse.SUPPRESS)
     return p
+
+
+def run_methods(args, methods: list[str], overrides: dict | None = None) -> list[dict]:
+    settings = {**vars(args), **(overrides or {})}
+    passthrough = [f"--{k}={v}" for k, v in settings.items() if k not in ("json", "child", "sweep", "methods")]
+    rows = []
+    for method in methods:
+        out = subprocess.run([sys.executable, "-m", "plugin.bench", *passthrough, "--child", method],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemExit(f"benchmark of {method} failed:\n{out.stderr[-2000:]}")
+        rows.append({**json.loads(out.stdout.strip().splitlines()[-1]), **(overrides or {})})
+        print(f"measured {method} {overrides or ''}", file=sys.stderr, flush=True)
+    return rows
+
+
+def ratio_table(rows: list[dict], generate: bool) -> str:
+    lora = next(r for r in rows if r["method"] == "lora")
+    if generate:
+        lines = ["| method | tokens/s | speed / LoRA |", "|---|---:|---:|"]
+        lines += [f"| {r['method']} | {r['tokens_per_s']:.1f} | {r['tokens_per_s'] / lora['tokens_per_s']:.2f}x |"
+                  for r in rows]
+        return "\n".join(lines)
+    lines = ["| method | trainable | step (s) | time / LoRA | peak MB | memory / LoRA |", "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['method']} | {r['trainable']:,} | {r['step_s']:.3f} | {r['step_s'] / lora['step_s']:.2f}x | "
+              f"{r['peak_bytes'] / 2**20:.0f} | {r['peak_bytes'] / lora['peak_bytes']:.3f}x |" for r in rows]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,22 +165,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(json.dumps(measure(args.child, args)))
         return 0
-    passthrough = [f"--{k}={v}" for k, v in vars(args).items() if k not in ("json", "child")]
-    rows = []
-    for method in args.methods.split(","):
-        out = subprocess.run([sys.executable, "-m", "plugin.bench", *passthrough, "--child", method],
-                             capture_output=True, text=True, check=True)
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(f"measured {method}", file=sys.stderr, flush=True)
-    lora = next(r for r in rows if r["method"] == "lora")
-    print(f"\n{rows[0]['device']} ({platform.processor() or platform.machine()}), hidden {args.hidden}, "
-          f"{args.layers} layers, batch {args.batch} x seq {args.seq}, r {args.rank}, N {args.experts}, "
-          f"targets {args.targets}\n")
-    print("| method | trainable | step (s) | time / LoRA | peak MB | memory / LoRA |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['method']} | {r['trainable']:,} | {r['step_s']:.3f} | {r['step_s'] / lora['step_s']:.2f}x | "
-              f"{r['peak_bytes'] / 2**20:.0f} | {r['peak_bytes'] / lora['peak_bytes']:.3f}x |")
+    methods = args.methods.split(",") if args.methods else (GENERATE_METHODS if args.generate else METHODS)
+    print(f"{platform.machine()}, hidden {args.hidden}, {args.layers} layers, batch {args.batch} x seq {args.seq}, "
+          f"r {args.rank}, N {args.experts}, targets {args.targets}"
+          + (f", generating {args.generate} tokens" if args.generate else ""))
+    if not args.sweep:
+        rows = run_methods(args, methods)
+        print("\n" + ratio_table(rows, bool(args.generate)))
+    else:
+        key, _, values = args.sweep.partition("=")
+        if key not in vars(args) or not values:
+            raise SystemExit(f"--sweep {args.sweep}: expected KEY=v1,v2 with KEY one of the size flags")
+        rows = []
+        for value in values.split(","):
+            block = run_methods(args, methods, {key: int(value)})
+            rows += block
+            print(f"\n{key} = {value}\n" + ratio_table(block, bool(args.generate)))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

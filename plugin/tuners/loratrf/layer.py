@@ -3,15 +3,18 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..base import LowRankConfig, LowRankLayer
 
 
-def relevance_gate(h: torch.Tensor, task_vector: torch.Tensor) -> torch.Tensor:
-    """g = clamp(cos(h, t), 0, 1) per token, shaped to broadcast over h's last dim."""
-    return F.cosine_similarity(h, task_vector, dim=-1).clamp(0.0, 1.0).unsqueeze(-1)
+def relevance_gate(h: torch.Tensor, task_vector: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """g = clamp(cos(h, t), 0, 1) per token, shaped to broadcast over h's last dim.
+
+    Written as (h . t) / (|h| |t|) with two reductions, so no tokens x d temporary is kept for backward.
+    """
+    cos = (h @ task_vector) / (h.norm(dim=-1) * task_vector.norm()).clamp_min(eps)
+    return cos.clamp(0.0, 1.0).unsqueeze(-1)
 
 
 class LoRATRFLayer(LowRankLayer):
@@ -47,10 +50,12 @@ class LoRATRFLayer(LowRankLayer):
         scaling = self.scaling[adapter_name]
         b, t = self.trf_B[adapter_name], self.trf_t[adapter_name]
         if self.trf_mode[adapter_name] == "input":
-            # the gate reads the un-dropped input: g = clamp(cos(x, t), 0, 1)
+            # the gate reads the un-dropped input: g = clamp(cos(x, t), 0, 1); g is per token, so
+            # B A (g x) = g B A x and the gate is applied on the rank-r side
             x_t = x.to(t.dtype)
-            delta = b(self.trf_A[adapter_name](relevance_gate(x_t, t) * self.lora_dropout[adapter_name](x_t)))
-            return result + (delta * scaling).to(result.dtype)
-        h = result.to(t.dtype) + b(self.low_rank(adapter_name, x)) * scaling
-        transform = self.trf_T_B[adapter_name](self.trf_T_A[adapter_name](relevance_gate(h, t) * h))
-        return (h + transform).to(result.dtype)
+            z = self.trf_A[adapter_name](self.lora_dropout[adapter_name](x_t))
+            return result + b(relevance_gate(x_t, t) * scaling * z).to(result.dtype)
+        h = result.to(t.dtype) + b(self.low_rank(adapter_name, x) * scaling)
+        # T_A (g h) = g T_A h for a per-token g: gate the rank-k activations, not a tokens x d_out copy of h
+        gated = relevance_gate(h, t) * self.trf_T_A[adapter_name](h)
+        return (h + self.trf_T_B[adapter_name](gated)).to(result.dtype)

@@ -76,13 +76,13 @@ class MoRLayer(LowRankLayer):
             self.balance_loss[adapter_name] = switch_balance_loss(gates)
         z = self.low_rank(adapter_name, x)
         delta = mixture_of_ranks(
-            z,
+            z * self.scaling[adapter_name],  # scale on the rank-r side
             gates.to(z.dtype),
             self.mor_omega_A[adapter_name],
             self.mor_omega_B[adapter_name],
             self.mor_B[adapter_name].weight,
         )
-        return result + (delta * self.scaling[adapter_name]).to(result.dtype)
+        return result + delta.to(result.dtype)
 
     def aux_losses(self, adapter_name: str) -> dict[str, torch.Tensor]:
         loss = self.balance_loss.pop(adapter_name, None)  # each forward's loss is added once

@@ -38,7 +38,8 @@ class MPLoraLayer(LowRankLayer):
 
     def _adapter_output(self, adapter_name, x, result):
         # Concatenating the paths' outputs is exactly B A x: the forward is LoRA's
-        delta = self.mplora_B[adapter_name](self.low_rank(adapter_name, x)) * self.scaling[adapter_name]
+        # scale on the rank-r side: one tokens x r multiply instead of tokens x d_out
+        delta = self.mplora_B[adapter_name](self.low_rank(adapter_name, x) * self.scaling[adapter_name])
         return result + delta.to(result.dtype)
 
     def aux_losses(self, adapter_name: str) -> dict[str, torch.Tensor]:
