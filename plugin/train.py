@@ -177,8 +177,29 @@ def train(cfg: TrainConfig) -> Path:
     if state.is_main_process:
         (out / RESOLVED_CONFIG_FILE).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         (out / "train_metrics.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+        (out / "run_summary.json").write_text(json.dumps(run_summary(trainer, model), indent=1))
     state.wait_for_everyone()
     return out
+
+
+def run_summary(trainer, model) -> dict:
+    """Cost of the run: trainable parameters, seconds per optimiser step, peak memory of this process."""
+    import resource
+
+    import torch
+
+    final = trainer.state.log_history[-1] if trainer.state.log_history else {}
+    steps = max(trainer.state.global_step, 1)
+    peak = (torch.cuda.max_memory_allocated() if torch.cuda.is_available()
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # Linux reports KiB
+    return {
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "steps": trainer.state.global_step,
+        "train_runtime_s": final.get("train_runtime"),
+        "step_time_s": final["train_runtime"] / steps if "train_runtime" in final else None,
+        "peak_memory_mb": peak / 2**20,
+        "peak_memory_kind": "cuda max_memory_allocated" if torch.cuda.is_available() else "process peak RSS",
+    }
 
 
 def _parser() -> argparse.ArgumentParser:

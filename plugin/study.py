@@ -1,0 +1,196 @@
+"""``python -m plugin.study configs/study_smollm2.yaml``: every method, same data and budget, one results table.
+
+For each run x target set x seed: train with ``plugin.train`` (own process, so its peak memory is its own), then
+score with ``plugin.eval`` on held-out items. Finished runs are never redone: rerunning the command continues an
+interrupted study. Writes ``<output_dir>/RESULTS.md``, ``results.json`` and ``accuracy.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from .benchmark_data import as_chat, load_items, write_jsonl
+from .errors import UserError, exits_cleanly_on_user_error
+
+STUDY_KEYS = {"base_model", "output_dir", "seeds", "train_tasks", "train_items", "eval_tasks", "eval_start",
+              "eval_items", "eval_batch_size", "train", "targets", "target_sets", "runs"}
+
+
+def load_study(path: Path) -> dict:
+    if not path.is_file():
+        raise UserError(f"study config not found: {path}")
+    study = yaml.safe_load(path.read_text()) or {}
+    unknown = sorted(set(study) - STUDY_KEYS)
+    if unknown:
+        raise UserError(f"unknown study key '{unknown[0]}'; known: {', '.join(sorted(STUDY_KEYS))}")
+    missing = sorted(STUDY_KEYS - set(study))
+    if missing:
+        raise UserError(f"study config is missing '{missing[0]}'")
+    if study["eval_start"] < study["train_items"]:
+        raise UserError("eval_start must be >= train_items: never evaluate on trained items")
+    for target_set in study["target_sets"]:
+        if target_set not in study["targets"]:
+            raise UserError(f"target set '{target_set}' is not defined under 'targets'")
+    return study
+
+
+def prepare_data(study: dict, root: Path) -> tuple[Path, Path]:
+    """Training mixture (first train_items of each task) and held-out eval files (from eval_start on)."""
+    train_file, eval_dir = root / "data" / "train.jsonl", root / "data" / "eval"
+    if not train_file.is_file():
+        rows = [as_chat(item) for task in study["train_tasks"] for item in load_items(task, 0, study["train_items"])]
+        write_jsonl(rows, train_file)
+    for task in study["eval_tasks"]:
+        if not (eval_dir / f"{task}.jsonl").is_file():
+            items = load_items(task, study["eval_start"], study["eval_start"] + study["eval_items"])
+            if not items:
+                raise UserError(f"{task} has no items from {study['eval_start']} on; drop it from eval_tasks")
+            write_jsonl(items, eval_dir / f"{task}.jsonl")
+    return train_file, eval_dir
+
+
+def run_plan(study: dict) -> list[dict]:
+    plan = []
+    for run in study["runs"]:
+        adapter = run.get("adapter")
+        target_sets = study["target_sets"] if adapter else ["-"]
+        seeds = study["seeds"] if adapter else [study["seeds"][0]]  # the base model has no seed
+        for target_set in target_sets:
+            for seed in seeds:
+                plan.append({"run": run, "target_set": target_set, "seed": seed,
+                             "id": f"{run['name']}__{target_set}__s{seed}"})
+    return plan
+
+
+def _targets(study: dict, target_set: str, adapter: str) -> list[str]:
+    chosen = study["targets"][target_set]
+    return chosen[adapter] if isinstance(chosen, dict) else chosen
+
+
+def execute(study: dict, item: dict, root: Path, train_file: Path, eval_dir: Path) -> dict:
+    run_dir = root / "runs" / item["id"]
+    result_file = run_dir / "eval" / "results.json"
+    if result_file.is_file():  # finished before: never redone
+        return json.loads((run_dir / "summary.json").read_text())
+    run = item["run"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    adapter_dir, summary = None, {}
+    if run.get("adapter"):
+        adapter_dir = run_dir / "adapter"
+        keys = {**study["train"], **{k: v for k, v in run.items() if k != "name"},
+                "base_model": study["base_model"], "seed": item["seed"], "output_dir": str(adapter_dir),
+                "lora_target_modules": _targets(study, item["target_set"], run["adapter"]),
+                "datasets": [{"path": str(train_file), "type": "messages"}]}
+        (run_dir / "train.yaml").write_text(yaml.safe_dump(keys, sort_keys=False))
+        if not (adapter_dir / "run_summary.json").is_file():
+            subprocess.run([sys.executable, "-m", "plugin.train", str(run_dir / "train.yaml")], check=True)
+        summary = json.loads((adapter_dir / "run_summary.json").read_text())
+    cmd = [sys.executable, "-m", "plugin.eval", "--base", study["base_model"], "--data_dir", str(eval_dir),
+           "--tasks", ",".join(study["eval_tasks"]), "--batch_size", str(study["eval_batch_size"]),
+           "--output", str(run_dir / "eval")]
+    subprocess.run(cmd + (["--adapter", str(adapter_dir)] if adapter_dir else []), check=True)
+    rows = json.loads(result_file.read_text())["rows"]
+    summary.update(id=item["id"], name=run["name"], target_set=item["target_set"], seed=item["seed"],
+                   acc={r["task"].removeprefix("local_"): r["value"] for r in rows if r["metric"] == "acc"},
+                   stderr={r["task"].removeprefix("local_"): r["stderr"] for r in rows if r["metric"] == "acc"})
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def aggregate(summaries: list[dict], tasks: list[str]) -> list[dict]:
+    groups: dict[tuple, list[dict]] = {}
+    for s in summaries:
+        groups.setdefault((s["name"], s["target_set"]), []).append(s)
+    table = []
+    for (name, target_set), runs in groups.items():
+        per_task = {t: [r["acc"][t] for r in runs] for t in tasks}
+        averages = [statistics.mean(r["acc"][t] for t in tasks) for r in runs]
+        table.append({
+            "name": name, "target_set": target_set, "seeds": len(runs),
+            "trainable_params": runs[0].get("trainable_params"),
+            "step_time_s": _mean([r.get("step_time_s") for r in runs]),
+            "peak_memory_mb": _mean([r.get("peak_memory_mb") for r in runs]),
+            "tasks": {t: (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else None) for t, v in per_task.items()},
+            "average": (statistics.mean(averages), statistics.stdev(averages) if len(averages) > 1 else None),
+        })
+    return table
+
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return statistics.mean(values) if values else None
+
+
+def _fmt(mean_std) -> str:
+    mean, std = mean_std
+    return f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
+
+
+def markdown(table: list[dict], tasks: list[str]) -> str:
+    head = "| method | targets | seeds | trainable | s/step | peak MB | " + " | ".join(tasks) + " | average |"
+    lines = [head, "|" + "---|" * (7 + len(tasks))]
+    for row in table:
+        params = f"{row['trainable_params']:,}" if row["trainable_params"] else "0"
+        step = f"{row['step_time_s']:.2f}" if row["step_time_s"] else ""
+        mem = f"{row['peak_memory_mb']:.0f}" if row["peak_memory_mb"] else ""
+        cells = " | ".join(_fmt(row["tasks"][t]) for t in tasks)
+        lines.append(f"| {row['name']} | {row['target_set']} | {row['seeds']} | {params} | {step} | {mem} | {cells} | "
+                     f"**{_fmt(row['average'])}** |")
+    return "\n".join(lines)
+
+
+def bar_plot(table: list[dict], path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['name']}\n({r['target_set']})" if r["target_set"] != "-" else r["name"] for r in table]
+    means = [100 * r["average"][0] for r in table]
+    errors = [100 * (r["average"][1] or 0) for r in table]
+    fig, ax = plt.subplots(figsize=(max(8, 0.7 * len(table)), 4.8))
+    colors = ["gray" if r["name"] == "base" else "tab:blue" if r["name"] == "lora" else "tab:orange" for r in table]
+    ax.bar(range(len(table)), means, yerr=errors, capsize=3, color=colors)
+    base = next((m for r, m in zip(table, means) if r["name"] == "base"), None)
+    if base is not None:
+        ax.axhline(base, color="gray", ls="--", lw=1, label="base model")
+        ax.legend()
+    ax.set_xticks(range(len(table)), labels, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("average accuracy (%) over held-out tasks")
+    ax.set_ylim(min(means) - 5, max(means) + 5)
+    ax.set_title("Average accuracy per method (error bars: std over seeds)")
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+@exits_cleanly_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m plugin.study", description=__doc__.splitlines()[0])
+    p.add_argument("config", help="study YAML (see configs/study_smollm2.yaml)")
+    p.add_argument("--only", help="run ids containing this text (e.g. mor_n8); the table covers what has finished")
+    args = p.parse_args(argv)
+    study = load_study(Path(args.config))
+    root = Path(study["output_dir"])
+    train_file, eval_dir = prepare_data(study, root)
+    plan = [i for i in run_plan(study) if not args.only or args.only in i["id"]]
+    summaries = []
+    for number, item in enumerate(plan, 1):
+        print(f"[study] {number}/{len(plan)} {item['id']}", flush=True)
+        summaries.append(execute(study, item, root, train_file, eval_dir))
+    table = aggregate(summaries, study["eval_tasks"])
+    (root / "results.json").write_text(json.dumps(table, indent=1))
+    text = markdown(table, study["eval_tasks"])
+    (root / "RESULTS.md").write_text(f"# Study results\n\nconfig: `{args.config}`\n\n{text}\n")
+    print("\n" + text + f"\n\n{bar_plot(table, root / 'accuracy.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

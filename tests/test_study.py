@@ -1,0 +1,57 @@
+"""The reproduction study runner: real data splits, every run trained and scored once, resumable."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from plugin.study import load_study, main, run_plan
+
+STUDY = Path(__file__).resolve().parent.parent / "configs" / "study_smollm2.yaml"
+
+
+def test_shipped_study_config_and_plan():
+    study = load_study(STUDY)
+    plan = run_plan(study)
+    adapter_runs = [r for r in study["runs"] if r.get("adapter")]
+    assert len(plan) == 1 + len(adapter_runs) * len(study["target_sets"]) * len(study["seeds"])
+    assert study["eval_start"] >= study["train_items"]  # never evaluate on trained items
+    names = {r["name"] for r in study["runs"]}
+    assert {"base", "lora", "mplora_n2", "mplora_n2_no_orth", "mplora_n4", "mor_n1", "mor_n4", "mor_n8",
+            "loratrf_output", "loratrf_input"} <= names
+
+
+def test_tiny_study_runs_once_and_resumes(tmp_path, tiny_model_dir, capsys):
+    study = yaml.safe_load(STUDY.read_text())
+    study.update(base_model=str(tiny_model_dir), output_dir=str(tmp_path / "study"), seeds=[1],
+                 train_tasks=["arc_easy", "piqa"], train_items=8, eval_tasks=["arc_easy", "piqa"], eval_items=4,
+                 target_sets=["shared"], runs=[{"name": "base"}, {"name": "mor_n2", "adapter": "mor",
+                                                                 "mor_num_experts": 2}])
+    study["train"].update(max_steps=2, micro_batch_size=2, sequence_len=128)
+    cfg = tmp_path / "study.yaml"
+    cfg.write_text(yaml.safe_dump(study))
+    assert main([str(cfg)]) == 0
+    root = tmp_path / "study"
+    train_rows = (root / "data" / "train.jsonl").read_text().splitlines()
+    assert len(train_rows) == 16
+    held_out = [json.loads(line)["question"] for line in (root / "data" / "eval" / "piqa.jsonl").read_text().splitlines()]
+    assert len(held_out) == 4 and not any(q in "\n".join(train_rows) for q in held_out)
+    results = json.loads((root / "results.json").read_text())
+    assert {(r["name"], r["target_set"]) for r in results} == {("base", "-"), ("mor_n2", "shared")}
+    mor = next(r for r in results if r["name"] == "mor_n2")
+    assert mor["trainable_params"] > 0 and mor["step_time_s"] > 0 and mor["peak_memory_mb"] > 0
+    assert "| mor_n2 | shared | 1 |" in (root / "RESULTS.md").read_text()
+    assert (root / "accuracy.png").read_bytes().startswith(b"\x89PNG")
+    stamps = {p: p.stat().st_mtime_ns for p in root.glob("runs/*/summary.json")}
+    assert main([str(cfg)]) == 0  # a second run redoes nothing
+    assert {p: p.stat().st_mtime_ns for p in root.glob("runs/*/summary.json")} == stamps
+
+
+def test_study_config_errors(tmp_path, capsys):
+    bad = yaml.safe_load(STUDY.read_text())
+    bad["eval_start"] = 10
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "bad.yaml")])
+    assert exit_info.value.code == 2 and "never evaluate on trained items" in capsys.readouterr().err
