@@ -106,7 +106,8 @@ def load_model_for_eval(base: str, adapter: str | None, load_in_4bit: bool = Fal
     return model, tokenizer, identity
 
 
-def run_lm_eval(model, tokenizer, tasks: list[str], include_dir: Path, *, limit=None, batch_size=8, num_fewshot=None):
+def run_lm_eval(model, tokenizer, tasks: list[str], include_dir: Path, *, limit=None, batch_size=8, num_fewshot=None,
+                apply_chat_template=False):
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
@@ -115,7 +116,7 @@ def run_lm_eval(model, tokenizer, tasks: list[str], include_dir: Path, *, limit=
     check_task_names(task_manager, tasks)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     return simple_evaluate(model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=task_manager,
-                           bootstrap_iters=1000, log_samples=False)
+                           bootstrap_iters=1000, log_samples=False, apply_chat_template=apply_chat_template)
 
 
 def results_rows(results: dict) -> list[dict]:
@@ -142,18 +143,19 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def evaluate(base, adapter=None, *, suite=None, tasks=None, limit=None, batch_size=8, num_fewshot=None,
-             load_in_4bit=False, data_dir=None, output=None) -> dict:
+             load_in_4bit=False, data_dir=None, output=None, apply_chat_template=False) -> dict:
     with tempfile.TemporaryDirectory() as include:
         task_names = resolve_tasks(suite, tasks, Path(data_dir) if data_dir else None, Path(include))
         model, tokenizer, identity = load_model_for_eval(base, adapter, load_in_4bit)
         results = run_lm_eval(model, tokenizer, task_names, Path(include), limit=limit, batch_size=batch_size,
-                              num_fewshot=num_fewshot)
+                              num_fewshot=num_fewshot, apply_chat_template=apply_chat_template)
     rows = results_rows(results)
     import lm_eval
 
     report = {
         **identity,
         "suite": suite, "tasks": task_names, "limit": limit, "num_fewshot": num_fewshot, "data_dir": data_dir,
+        "apply_chat_template": apply_chat_template,
         "lm_eval_version": lm_eval.__version__, "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "rows": rows,
     }
@@ -193,6 +195,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--num_fewshot", type=int, help="few-shot examples (e.g. 5 for MMLU)")
     p.add_argument("--load_in_4bit", action="store_true", help="load the base model in 4-bit (nf4)")
     p.add_argument("--data_dir", help="folder of <task>.jsonl files for offline evaluation (see data/README.md)")
+    p.add_argument("--apply_chat_template", action="store_true",
+                   help="wrap each prompt in the tokenizer's chat template (for chat-tuned adapters)")
     p.add_argument("--output", help="folder for results.json and results.md")
     return p
 
@@ -203,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit is not None and args.limit <= 0:
         raise UserError("--limit must be > 0")
     evaluate(args.base, args.adapter, suite=args.suite, tasks=args.tasks, limit=args.limit, batch_size=args.batch_size,
-             num_fewshot=args.num_fewshot, load_in_4bit=args.load_in_4bit, data_dir=args.data_dir, output=args.output)
+             num_fewshot=args.num_fewshot, load_in_4bit=args.load_in_4bit, data_dir=args.data_dir, output=args.output,
+             apply_chat_template=args.apply_chat_template)
     return 0
 
 

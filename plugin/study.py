@@ -20,7 +20,7 @@ from .benchmark_data import as_chat, load_items, write_jsonl
 from .errors import UserError, exits_cleanly_on_user_error
 
 STUDY_KEYS = {"base_model", "output_dir", "seeds", "train_tasks", "train_items", "eval_tasks", "eval_start",
-              "eval_items", "eval_batch_size", "train", "targets", "target_sets", "runs"}
+              "eval_items", "eval_batch_size", "eval_chat_template", "train", "targets", "target_sets", "runs"}
 
 
 def load_study(path: Path) -> dict:
@@ -94,7 +94,7 @@ def execute(study: dict, item: dict, root: Path, train_file: Path, eval_dir: Pat
         summary = json.loads((adapter_dir / "run_summary.json").read_text())
     cmd = [sys.executable, "-m", "plugin.eval", "--base", study["base_model"], "--data_dir", str(eval_dir),
            "--tasks", ",".join(study["eval_tasks"]), "--batch_size", str(study["eval_batch_size"]),
-           "--output", str(run_dir / "eval")]
+           "--output", str(run_dir / "eval")] + (["--apply_chat_template"] if study["eval_chat_template"] else [])
     subprocess.run(cmd + (["--adapter", str(adapter_dir)] if adapter_dir else []), check=True)
     rows = json.loads(result_file.read_text())["rows"]
     summary.update(id=item["id"], name=run["name"], target_set=item["target_set"], seed=item["seed"],
