@@ -65,6 +65,8 @@ def measure(method: str, args) -> dict:
 
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.layer_only:
+        return _measure_layer(method, args, device)
     config = LlamaConfig(hidden_size=args.hidden, intermediate_size=int(args.hidden * 2.6875), num_hidden_layers=args.layers,
                          num_attention_heads=max(1, args.hidden // 64), num_key_value_heads=max(1, args.hidden // 64),
                          vocab_size=args.vocab, max_position_embeddings=max(2048, args.seq))
@@ -90,6 +92,37 @@ def measure(method: str, args) -> dict:
             model(input_ids=ids, labels=ids).loss.backward()
             model.zero_grad(set_to_none=True)
 
+    row = {"method": method, **_time_steps(step, args, device, model)}
+    row["trainable"] = trainable  # counted before a merge folds the adapter away
+    if args.generate:
+        row["tokens_per_s"] = args.batch * args.generate / row["step_s"]
+    return row
+
+
+def _measure_layer(method: str, args, device: str) -> dict:
+    """One up_proj-shaped linear layer with the adapter: forward + backward of the layer alone."""
+    import torch
+    from peft import get_peft_model
+    from torch import nn
+
+    d_in, d_out = args.hidden, int(args.hidden * 2.6875)
+    module = nn.Sequential()
+    module.add_module("up_proj", nn.Linear(d_in, d_out, bias=False))
+    model = get_peft_model(module.to(device), _peft_config(method, args.rank, args.experts, ["up_proj"]))
+    if method == "mor_naive":
+        _use_naive_mor(model)
+    x = torch.randn(args.batch * args.seq, d_in, device=device)
+
+    def step():
+        model(x).square().mean().backward()
+        model.zero_grad(set_to_none=True)
+
+    return {"method": method, **_time_steps(step, args, device, model)}
+
+
+def _time_steps(step, args, device, model) -> dict:
+    import torch
+
     for _ in range(args.warmup):
         step()
     if device == "cuda":
@@ -104,11 +137,8 @@ def measure(method: str, args) -> dict:
         times.append(time.perf_counter() - start)
     peak = (torch.cuda.max_memory_allocated() if device == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    row = {"method": method, "step_s": statistics.median(times), "peak_bytes": peak, "trainable": trainable,
-           "device": device}
-    if args.generate:
-        row["tokens_per_s"] = args.batch * args.generate / row["step_s"]
-    return row
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"step_s": statistics.median(times), "peak_bytes": peak, "trainable": trainable, "device": device}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -127,6 +157,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--generate", type=int, default=0,
                    help="time generation of this many new tokens (inference) instead of a training step")
+    p.add_argument("--layer_only", action="store_true",
+                   help="time one FFN-shaped layer with its adapter instead of the whole model")
     p.add_argument("--sweep", help="one setting over several values, e.g. experts=1,2,4,8,16 or seq=128,256,512")
     p.add_argument("--json", help="also write the rows here")
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -135,7 +167,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def run_methods(args, methods: list[str], overrides: dict | None = None) -> list[dict]:
     settings = {**vars(args), **(overrides or {})}
-    passthrough = [f"--{k}={v}" for k, v in settings.items() if k not in ("json", "child", "sweep", "methods")]
+    passthrough = [f"--{k}" if v is True else f"--{k}={v}" for k, v in settings.items()
+                   if k not in ("json", "child", "sweep", "methods") and v is not None and v is not False]
     rows = []
     for method in methods:
         out = subprocess.run([sys.executable, "-m", "plugin.bench", *passthrough, "--child", method],
