@@ -174,16 +174,20 @@ def bar_plot(table: list[dict], path: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m plugin.study", description=__doc__.splitlines()[0])
     p.add_argument("config", help="study YAML (see configs/study_smollm2.yaml)")
-    p.add_argument("--only", help="run ids containing this text (e.g. mor_n8); the table covers what has finished")
+    p.add_argument("--only", help="run only ids containing this text (e.g. __s1, mor_n8); the table covers every "
+                   "finished run")
     args = p.parse_args(argv)
     study = load_study(Path(args.config))
     root = Path(study["output_dir"])
     train_file, eval_dir = prepare_data(study, root)
-    plan = [i for i in run_plan(study) if not args.only or args.only in i["id"]]
-    summaries = []
+    full_plan = run_plan(study)
+    plan = [i for i in full_plan if not args.only or args.only in i["id"]]
     for number, item in enumerate(plan, 1):
         print(f"[study] {number}/{len(plan)} {item['id']}", flush=True)
-        summaries.append(execute(study, item, root, train_file, eval_dir))
+        execute(study, item, root, train_file, eval_dir)
+    # the table covers every finished run, also those of earlier (e.g. --only) invocations
+    finished = [root / "runs" / i["id"] / "summary.json" for i in full_plan]
+    summaries = [json.loads(f.read_text()) for f in finished if f.is_file()]
     table = aggregate(summaries, study["eval_tasks"])
     (root / "results.json").write_text(json.dumps(table, indent=1))
     text = markdown(table, study["eval_tasks"])
