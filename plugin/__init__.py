@@ -4,7 +4,7 @@
 ``PeftModel.from_pretrained`` work with ``plugin.MPLoraConfig``, ``plugin.MoRConfig`` and ``plugin.LoRATRFConfig``.
 """
 
-from .aux import aux_loss_terms, router_weights, weighted_aux_loss
+from .auxiliary import aux_loss_terms, router_weights, weighted_aux_loss
 from .tuners import LoRATRFConfig, MoRConfig, MPLoraConfig, register
 
 register()

@@ -39,7 +39,7 @@ def _use_naive_mor(model) -> None:
     """Swap MoR layers to the per-expert loop (benchmark reference only)."""
     import torch
 
-    from .aux import adapter_layers
+    from .auxiliary import adapter_layers
     from .tuners.mor import MoRLayer
 
     class NaiveMoRLayer(MoRLayer):

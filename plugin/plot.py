@@ -79,7 +79,7 @@ def router_gates_on_texts(out_dir: Path, layer: str | None, texts: list[str]):
     """(layer name, tokens x N gates) of one MoR layer of the trained model on ``texts``."""
     import torch
 
-    from .aux import adapter_layers
+    from .auxiliary import adapter_layers
     from .eval import load_model_for_eval
     from .tuners.mor import MoRLayer
 

@@ -6,7 +6,7 @@ from collections import defaultdict
 
 from trl import SFTTrainer
 
-from .aux import weighted_aux_loss
+from .auxiliary import weighted_aux_loss
 
 
 class AuxLossMixin:

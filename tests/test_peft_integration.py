@@ -10,7 +10,7 @@ import torch
 from peft import PeftModel, get_peft_model
 
 import plugin
-from plugin.aux import adapter_layers
+from plugin.auxiliary import adapter_layers
 
 from .conftest import tiny_llama
 

@@ -181,7 +181,7 @@ class LowRankLayer(nn.Module, BaseTunerLayer):
     def aux_losses(self, adapter_name: str) -> dict[str, torch.Tensor]:
         """Unweighted auxiliary loss terms of one adapter in this layer, by name; empty if the method has none.
 
-        The weights come from the adapter's config (``LowRankConfig.aux_loss_weights``); ``plugin.aux`` sums
+        The weights come from the adapter's config (``LowRankConfig.aux_loss_weights``); ``plugin.auxiliary`` sums
         both over layers for the trainer.
         """
         return {}
