@@ -4,8 +4,14 @@
 ``PeftModel.from_pretrained`` work with ``plugin.MPLoraConfig``, ``plugin.MoRConfig`` and ``plugin.LoRATRFConfig``.
 """
 
-from .auxiliary import aux_loss_terms, router_weights, weighted_aux_loss
-from .tuners import LoRATRFConfig, MoRConfig, MPLoraConfig, register
+import logging
+
+# bitsandbytes logs a warning on every import on CPUs with AVX512-BF16 when its optional hub kernel package is
+# absent (it falls back to its own kernel); it is noise for every command here, so keep only its errors
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
+from .auxiliary import aux_loss_terms, router_weights, weighted_aux_loss  # noqa: E402
+from .tuners import LoRATRFConfig, MoRConfig, MPLoraConfig, register  # noqa: E402
 
 register()
 

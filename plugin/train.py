@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import yaml
@@ -217,6 +218,9 @@ def _parser() -> argparse.ArgumentParser:
 
 @exits_cleanly_on_user_error
 def main(argv: list[str] | None = None) -> int:
+    # transformers 5.2x renames gradient_checkpointing -> activation_checkpointing; the old names are the ones
+    # every supported version (down to 5.16) accepts, so their deprecation notice is noise here
+    warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.* is deprecated", category=FutureWarning)
     parser = _parser()
     parser.add_argument("config", help="training YAML (see configs/)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")

@@ -112,3 +112,13 @@ def test_two_processes_match_one_on_the_same_global_batch(base_cfg, tmp_path):
     two = adapter_weights(tmp_path / "two")
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-6)
+
+
+def test_sample_packing_and_alpaca_data(base_cfg, tmp_path):
+    alpaca = tmp_path / "alpaca.jsonl"
+    alpaca.write_text("".join(
+        f'{{"instruction": "Add {i} and {i}.", "input": "", "output": "{2 * i}"}}\n' for i in range(12)))
+    out = train(load_config(None, {**base_cfg, "sample_packing": True,
+                                   "datasets": [{"path": str(alpaca), "type": "alpaca"}]}))
+    assert (out / "adapter_model.safetensors").is_file()
+    assert read_json(out / "run_summary.json")["steps"] == 2
