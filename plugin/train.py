@@ -178,19 +178,21 @@ def train(cfg: TrainConfig) -> Path:
     if state.is_main_process:
         (out / RESOLVED_CONFIG_FILE).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         (out / "train_metrics.json").write_text(json.dumps(trainer.state.log_history, indent=1))
-        (out / "run_summary.json").write_text(json.dumps(run_summary(trainer, model), indent=1))
+        first_step = int(Path(resume).name.rsplit("-", 1)[-1]) if resume else 0
+        (out / "run_summary.json").write_text(json.dumps(run_summary(trainer, model, first_step), indent=1))
     state.wait_for_everyone()
     return out
 
 
-def run_summary(trainer, model) -> dict:
-    """Cost of the run: trainable parameters, seconds per optimiser step, peak memory of this process."""
+def run_summary(trainer, model, first_step: int = 0) -> dict:
+    """Cost of the run: trainable parameters, seconds per optimiser step (of the steps this process ran, so a
+    resumed run is not flattered), peak memory of this process."""
     import resource
 
     import torch
 
     final = trainer.state.log_history[-1] if trainer.state.log_history else {}
-    steps = max(trainer.state.global_step, 1)
+    steps = max(trainer.state.global_step - first_step, 1)
     peak = (torch.cuda.max_memory_allocated() if torch.cuda.is_available()
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # Linux reports KiB
     return {
