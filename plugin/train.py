@@ -178,7 +178,7 @@ def train(cfg: TrainConfig) -> Path:
     if state.is_main_process:
         (out / RESOLVED_CONFIG_FILE).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         (out / "train_metrics.json").write_text(json.dumps(trainer.state.log_history, indent=1))
-        first_step = int(Path(resume).name.rsplit("-", 1)[-1]) if resume else 0
+        first_step = json.loads((Path(resume) / "trainer_state.json").read_text())["global_step"] if resume else 0
         (out / "run_summary.json").write_text(json.dumps(run_summary(trainer, model, first_step), indent=1))
     state.wait_for_everyone()
     return out
