@@ -75,13 +75,13 @@ def check_task_names(task_manager, tasks: list[str]) -> None:
         raise UserError(f"unknown lm-eval task '{unknown[0]}'{hint}")
 
 
-def load_model_for_eval(base: str, adapter: str | None, load_in_4bit: bool = False):
+def load_model_for_eval(base: str, adapter: str | None, load_in_4bit: bool = False, bf16: bool = False):
     """(model, tokenizer, identity): the base, optionally 4-bit, with the adapter applied by PEFT."""
     import plugin  # noqa: F401  registers our methods with PEFT
 
     from .modeling import load_base_model, load_tokenizer
 
-    identity = {"base_model": base, "adapter": adapter, "load_in_4bit": load_in_4bit}
+    identity = {"base_model": base, "adapter": adapter, "load_in_4bit": load_in_4bit, "bf16": bf16}
     if adapter is not None:
         adapter_config = Path(adapter) / "adapter_config.json"
         if not adapter_config.is_file():
@@ -93,7 +93,7 @@ def load_model_for_eval(base: str, adapter: str | None, load_in_4bit: bool = Fal
         if peft_type not in PEFT_TYPE_TO_CONFIG_MAPPING:
             raise UserError(f"{adapter_config} has unknown peft_type {peft_type!r}; it was not saved by PEFT or this package")
     tokenizer = load_tokenizer(adapter if adapter and (Path(adapter) / "tokenizer_config.json").is_file() else base)
-    model = load_base_model(base, load_in_4bit=load_in_4bit)
+    model = load_base_model(base, load_in_4bit=load_in_4bit, bf16=bf16)
     if adapter is not None:
         from peft import PeftModel
 
@@ -143,10 +143,10 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def evaluate(base, adapter=None, *, suite=None, tasks=None, limit=None, batch_size=8, num_fewshot=None,
-             load_in_4bit=False, data_dir=None, output=None, apply_chat_template=False) -> dict:
+             load_in_4bit=False, bf16=False, data_dir=None, output=None, apply_chat_template=False) -> dict:
     with tempfile.TemporaryDirectory() as include:
         task_names = resolve_tasks(suite, tasks, Path(data_dir) if data_dir else None, Path(include))
-        model, tokenizer, identity = load_model_for_eval(base, adapter, load_in_4bit)
+        model, tokenizer, identity = load_model_for_eval(base, adapter, load_in_4bit, bf16)
         results = run_lm_eval(model, tokenizer, task_names, Path(include), limit=limit, batch_size=batch_size,
                               num_fewshot=num_fewshot, apply_chat_template=apply_chat_template)
     rows = results_rows(results)
@@ -173,9 +173,12 @@ def evaluate(base, adapter=None, *, suite=None, tasks=None, limit=None, batch_si
 
 def evaluate_from_train_config(cfg, adapter_dir: Path) -> dict:
     """The ``eval:`` section of a training YAML, run on the adapter just trained."""
+    from .train import resolve_bf16
+
     spec = cfg.eval
     return evaluate(cfg.base_model, str(adapter_dir), suite=spec.suite, tasks=spec.tasks, limit=spec.limit,
                     batch_size=spec.batch_size, num_fewshot=spec.num_fewshot, load_in_4bit=cfg.load_in_4bit,
+                    bf16=resolve_bf16(cfg),
                     data_dir=spec.data_dir, output=spec.output or str(adapter_dir / "eval"))
 
 
@@ -194,6 +197,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--num_fewshot", type=int, help="few-shot examples (e.g. 5 for MMLU)")
     p.add_argument("--load_in_4bit", action="store_true", help="load the base model in 4-bit (nf4)")
+    p.add_argument("--bf16", action="store_true", help="load the base model in bfloat16 (GPU; halves memory)")
     p.add_argument("--data_dir", help="folder of <task>.jsonl files for offline evaluation (see data/README.md)")
     p.add_argument("--apply_chat_template", action="store_true",
                    help="wrap each prompt in the tokenizer's chat template (for chat-tuned adapters)")
@@ -207,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit is not None and args.limit <= 0:
         raise UserError("--limit must be > 0")
     evaluate(args.base, args.adapter, suite=args.suite, tasks=args.tasks, limit=args.limit, batch_size=args.batch_size,
-             num_fewshot=args.num_fewshot, load_in_4bit=args.load_in_4bit, data_dir=args.data_dir, output=args.output,
+             num_fewshot=args.num_fewshot, load_in_4bit=args.load_in_4bit, bf16=args.bf16, data_dir=args.data_dir,
+             output=args.output,
              apply_chat_template=args.apply_chat_template)
     return 0
 

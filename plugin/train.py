@@ -75,7 +75,8 @@ def plan_output_dir(cfg: TrainConfig, is_main_process: bool = True) -> str | Non
     )
 
 
-def _bf16(cfg: TrainConfig) -> bool:
+def resolve_bf16(cfg: TrainConfig) -> bool:
+    """``bf16: auto`` means bf16 where the GPU supports it."""
     if cfg.bf16 == "auto":
         import torch
 
@@ -101,7 +102,7 @@ def sft_config(cfg: TrainConfig, has_eval: bool):
         max_grad_norm=cfg.max_grad_norm,
         optim=cfg.optimizer,
         # TRL's CPU defaults (bf16=True, gradient checkpointing on) must not surprise: the YAML decides
-        bf16=_bf16(cfg),
+        bf16=resolve_bf16(cfg),
         fp16=False,
         gradient_checkpointing=cfg.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},  # MoR's balance loss needs grads through the router
@@ -146,7 +147,7 @@ def train(cfg: TrainConfig) -> Path:
     train_data, eval_data = load_training_data(cfg.datasets, cfg.val_set_size, cfg.seed)
     if "prompt" in train_data.column_names and not tokenizer.chat_template:
         raise UserError("the tokenizer has no chat template for chat/alpaca data; set chat_template: chatml")
-    bf16 = _bf16(cfg)
+    bf16 = resolve_bf16(cfg)
     model = load_base_model(
         cfg.base_model,
         load_in_4bit=cfg.load_in_4bit,
