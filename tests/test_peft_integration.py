@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 import torch
-from peft import PeftModel, get_peft_model
+from peft import get_peft_model
 
 import plugin
 from plugin.auxiliary import adapter_layers

@@ -6,7 +6,6 @@ Opt-in: runs when ``bash scripts/setup_axolotl.sh`` has built ``.venv-axolotl`` 
 import json
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
