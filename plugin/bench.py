@@ -92,8 +92,8 @@ def measure(method: str, args) -> dict:
             model(input_ids=ids, labels=ids).loss.backward()
             model.zero_grad(set_to_none=True)
 
-    row = {"method": method, **_time_steps(step, args, device, model)}
-    row["trainable"] = trainable  # counted before a merge folds the adapter away
+    # trainable counted before a merge folds the adapter away
+    row = {"method": method, "trainable": trainable, **_time_steps(step, args, device)}
     if args.generate:
         row["tokens_per_s"] = args.batch * args.generate / row["step_s"]
     return row
@@ -117,10 +117,11 @@ def _measure_layer(method: str, args, device: str) -> dict:
         model(x).square().mean().backward()
         model.zero_grad(set_to_none=True)
 
-    return {"method": method, **_time_steps(step, args, device, model)}
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"method": method, "trainable": trainable, **_time_steps(step, args, device)}
 
 
-def _time_steps(step, args, device, model) -> dict:
+def _time_steps(step, args, device) -> dict:
     import torch
 
     for _ in range(args.warmup):
@@ -137,8 +138,7 @@ def _time_steps(step, args, device, model) -> dict:
         times.append(time.perf_counter() - start)
     peak = (torch.cuda.max_memory_allocated() if device == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"step_s": statistics.median(times), "peak_bytes": peak, "trainable": trainable, "device": device}
+    return {"step_s": statistics.median(times), "peak_bytes": peak, "device": device}
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -53,18 +53,13 @@ def plot_curves(rows: list[dict], key: str, title: str, ylabel: str, path: Path,
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for layer, (steps, values) in curves.items():
         ax.plot(steps, values, lw=0.8, alpha=0.5)
-    if total:
-        steps = [r["step"] for r in rows if r.get(key)]
-        ax.plot(steps, [sum(r[key].values()) for r in rows if r.get(key)], color="black", lw=2, label="sum over layers")
-        ax.legend()
-    else:
-        steps = [r["step"] for r in rows if r.get(key)]
-        means = [sum(r[key].values()) / len(r[key]) for r in rows if r.get(key)]
-        ax.plot(steps, means, color="black", lw=2, label="mean over layers")
-        ax.legend()
+    logged = [r for r in rows if r.get(key)]
+    combined = [sum(r[key].values()) / (1 if total else len(r[key])) for r in logged]
+    ax.plot([r["step"] for r in logged], combined, color="black", lw=2,
+            label="sum over layers" if total else "mean over layers")
     if reference is not None:
         ax.axhline(reference[0], color="gray", ls="--", lw=1, label=reference[1])
-        ax.legend()
+    ax.legend()
     if total and all(v > 0 for _, values in curves.values() for v in values):
         ax.set_yscale("log")  # per-layer values sit orders of magnitude below their sum
     ax.set(title=f"{title} ({len(curves)} layers, thin lines)", xlabel="optimiser step", ylabel=ylabel)

@@ -84,8 +84,7 @@ def resolve_bf16(cfg: TrainConfig) -> bool:
     return cfg.bf16
 
 
-def sft_config(cfg: TrainConfig, has_eval: bool):
-    import torch
+def sft_config(cfg: TrainConfig, has_eval: bool, use_cpu: bool):
     from trl import SFTConfig
 
     return SFTConfig(
@@ -118,7 +117,7 @@ def sft_config(cfg: TrainConfig, has_eval: bool):
         data_seed=cfg.seed,
         report_to=cfg.report_to,
         ddp_find_unused_parameters=False,
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=use_cpu,
     )
 
 
@@ -162,7 +161,7 @@ def train(cfg: TrainConfig) -> Path:
     except ValueError as err:  # PEFT's own checks (no default targets for this model type, ...)
         raise _invalid_value(err) from None
     try:
-        args = sft_config(cfg, eval_data is not None)
+        args = sft_config(cfg, eval_data is not None, use_cpu)
     except ValueError as err:  # e.g. an unknown lr_scheduler or optimizer name
         raise _invalid_value(err) from None
     trainer = AuxLossSFTTrainer(
