@@ -42,6 +42,7 @@ class EvalSpec:
     batch_size: int = 8
     num_fewshot: Optional[int] = None
     data_dir: Optional[str] = None
+    apply_chat_template: bool = False  # prompts in the chat format a chat-trained adapter saw
     output: Optional[str] = None  # default: <output_dir>/eval
 
 

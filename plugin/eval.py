@@ -107,16 +107,30 @@ def load_model_for_eval(base: str, adapter: str | None, load_in_4bit: bool = Fal
 
 
 def run_lm_eval(model, tokenizer, tasks: list[str], include_dir: Path, *, limit=None, batch_size=8, num_fewshot=None,
-                apply_chat_template=False):
+                apply_chat_template=False, local_only=False):
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    task_manager = TaskManager(include_path=[str(SUITES_DIR), str(include_dir)])
+    # indexing lm-eval's thousands of task YAMLs takes 5-10 s; offline tasks are all in include_dir
+    include = [str(include_dir)] if local_only else [str(SUITES_DIR), str(include_dir)]
+    task_manager = TaskManager(include_path=include, include_defaults=not local_only)
     check_task_names(task_manager, tasks)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     return simple_evaluate(model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=task_manager,
-                           bootstrap_iters=1000, log_samples=False, apply_chat_template=apply_chat_template)
+                           bootstrap_iters=1000, log_samples=True, apply_chat_template=apply_chat_template)
+
+
+def item_scores(results: dict) -> dict[str, list[float]]:
+    """Per task, each item's score (acc or exact_match) in document order: what paired comparisons need."""
+    scores = {}
+    for task, samples in results.get("samples", {}).items():
+        first_filter = samples[0].get("filter")  # math tasks score each item once per answer-extraction filter
+        ordered = sorted((s for s in samples if s.get("filter") == first_filter), key=lambda s: s["doc_id"])
+        metric = "acc" if "acc" in ordered[0] else "exact_match" if "exact_match" in ordered[0] else None
+        if metric is not None:
+            scores[task] = [float(s[metric]) for s in ordered]
+    return scores
 
 
 def results_rows(results: dict) -> list[dict]:
@@ -148,7 +162,8 @@ def evaluate(base, adapter=None, *, suite=None, tasks=None, limit=None, batch_si
         task_names = resolve_tasks(suite, tasks, Path(data_dir) if data_dir else None, Path(include))
         model, tokenizer, identity = load_model_for_eval(base, adapter, load_in_4bit, bf16)
         results = run_lm_eval(model, tokenizer, task_names, Path(include), limit=limit, batch_size=batch_size,
-                              num_fewshot=num_fewshot, apply_chat_template=apply_chat_template)
+                              num_fewshot=num_fewshot, apply_chat_template=apply_chat_template,
+                              local_only=data_dir is not None)
     rows = results_rows(results)
     import lm_eval
 
@@ -165,6 +180,7 @@ def evaluate(base, adapter=None, *, suite=None, tasks=None, limit=None, batch_si
         out = Path(output)
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps(report, indent=1, default=str))
+        (out / "item_scores.json").write_text(json.dumps(item_scores(results)))
         header = f"# lm-eval results\n\nbase: `{base}`  \nadapter: `{adapter}`  \nlimit: {limit}\n\n"
         (out / "results.md").write_text(header + table + "\n")
         print(f"\nresults written to {out}/results.json and results.md")
@@ -178,8 +194,8 @@ def evaluate_from_train_config(cfg, adapter_dir: Path) -> dict:
     spec = cfg.eval
     return evaluate(cfg.base_model, str(adapter_dir), suite=spec.suite, tasks=spec.tasks, limit=spec.limit,
                     batch_size=spec.batch_size, num_fewshot=spec.num_fewshot, load_in_4bit=cfg.load_in_4bit,
-                    bf16=resolve_bf16(cfg),
-                    data_dir=spec.data_dir, output=spec.output or str(adapter_dir / "eval"))
+                    bf16=resolve_bf16(cfg), data_dir=spec.data_dir, output=spec.output or str(adapter_dir / "eval"),
+                    apply_chat_template=spec.apply_chat_template)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -201,7 +217,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data_dir", help="folder of <task>.jsonl files for offline evaluation (see data/README.md)")
     p.add_argument("--apply_chat_template", action="store_true",
                    help="wrap each prompt in the tokenizer's chat template (for chat-tuned adapters)")
-    p.add_argument("--output", help="folder for results.json and results.md")
+    p.add_argument("--output", help="folder for results.json, results.md and item_scores.json (per-item scores)")
     return p
 
 

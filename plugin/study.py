@@ -1,7 +1,7 @@
 """``python -m plugin.study configs/study_smollm2.yaml``: every method, same data and budget, one results table.
 
-For each run x target set x seed: train with ``plugin.train`` (own process, so its peak memory is its own), then
-score with ``plugin.eval`` on held-out items. Finished runs are never redone: rerunning the command continues an
+For each run x target set x seed, one ``plugin.train`` process (so its peak memory is its own) trains and then
+scores the adapter on held-out items through the eval bridge (its ``eval:`` section). Finished runs are never redone: rerunning the command continues an
 interrupted study. Writes ``<output_dir>/RESULTS.md``, ``results.json`` and ``accuracy.png``.
 """
 
@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -74,51 +76,93 @@ def _targets(study: dict, target_set: str, adapter: str) -> list[str]:
     return chosen[adapter] if isinstance(chosen, dict) else chosen
 
 
+def _run(cmd: list[str], run_id: str) -> None:
+    done = subprocess.run(cmd)
+    if done.returncode:
+        raise UserError(f"run {run_id} failed (exit {done.returncode}; its output is above); fix the cause and rerun "
+                        "the same command: finished runs are kept")
+
+
+def _eval_keys(study: dict, eval_dir: Path, output: Path) -> dict:
+    return {"tasks": study["eval_tasks"], "data_dir": str(eval_dir), "batch_size": study["eval_batch_size"],
+            "apply_chat_template": study["eval_chat_template"], "output": str(output)}
+
+
 def execute(study: dict, item: dict, root: Path, train_file: Path, eval_dir: Path) -> dict:
     run_dir = root / "runs" / item["id"]
-    result_file = run_dir / "eval" / "results.json"
-    if result_file.is_file():  # finished before: never redone
-        return json.loads((run_dir / "summary.json").read_text())
+    summary_file, eval_out = run_dir / "summary.json", run_dir / "eval"
+    if summary_file.is_file():  # finished before: never redone
+        return json.loads(summary_file.read_text())
     run = item["run"]
     run_dir.mkdir(parents=True, exist_ok=True)
-    adapter_dir, summary = None, {}
+    started = time.monotonic()
+    summary: dict = {}
+    eval_cmd = [sys.executable, "-m", "plugin.eval", "--base", study["base_model"], "--data_dir", str(eval_dir),
+                "--tasks", ",".join(study["eval_tasks"]), "--batch_size", str(study["eval_batch_size"]),
+                "--output", str(eval_out)] + (["--apply_chat_template"] if study["eval_chat_template"] else [])
     if run.get("adapter"):
         adapter_dir = run_dir / "adapter"
         keys = {**study["train"], **{k: v for k, v in run.items() if k != "name"},
                 "base_model": study["base_model"], "seed": item["seed"], "output_dir": str(adapter_dir),
                 "lora_target_modules": _targets(study, item["target_set"], run["adapter"]),
-                "datasets": [{"path": str(train_file), "type": "messages"}]}
+                "datasets": [{"path": str(train_file), "type": "messages"}],
+                "eval": _eval_keys(study, eval_dir, eval_out)}
         (run_dir / "train.yaml").write_text(yaml.safe_dump(keys, sort_keys=False))
-        if not (adapter_dir / "run_summary.json").is_file():
-            subprocess.run([sys.executable, "-m", "plugin.train", str(run_dir / "train.yaml")], check=True)
+        if not (adapter_dir / "run_summary.json").is_file():  # one process trains, then scores the adapter
+            _run([sys.executable, "-m", "plugin.train", str(run_dir / "train.yaml")], item["id"])
+        if not (eval_out / "item_scores.json").is_file():  # interrupted between training and scoring
+            _run(eval_cmd + ["--adapter", str(adapter_dir)], item["id"])
         summary = json.loads((adapter_dir / "run_summary.json").read_text())
-    cmd = [sys.executable, "-m", "plugin.eval", "--base", study["base_model"], "--data_dir", str(eval_dir),
-           "--tasks", ",".join(study["eval_tasks"]), "--batch_size", str(study["eval_batch_size"]),
-           "--output", str(run_dir / "eval")] + (["--apply_chat_template"] if study["eval_chat_template"] else [])
-    subprocess.run(cmd + (["--adapter", str(adapter_dir)] if adapter_dir else []), check=True)
-    rows = json.loads(result_file.read_text())["rows"]
+    else:
+        _run(eval_cmd, item["id"])
+    rows = json.loads((eval_out / "results.json").read_text())["rows"]
+    items = json.loads((eval_out / "item_scores.json").read_text())
     summary.update(id=item["id"], name=run["name"], target_set=item["target_set"], seed=item["seed"],
+                   wall_s=time.monotonic() - started,
                    acc={r["task"].removeprefix("local_"): r["value"] for r in rows if r["metric"] == "acc"},
-                   stderr={r["task"].removeprefix("local_"): r["stderr"] for r in rows if r["metric"] == "acc"})
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+                   stderr={r["task"].removeprefix("local_"): r["stderr"] for r in rows if r["metric"] == "acc"},
+                   items={task.removeprefix("local_"): scores for task, scores in items.items()})
+    summary_file.write_text(json.dumps(summary))
     return summary
+
+
+def _item_means(runs: list[dict], tasks: list[str]) -> dict[str, list[float]]:
+    """Per task, each held-out item's score averaged over the seeds."""
+    return {t: [statistics.mean(col) for col in zip(*(r["items"][t] for r in runs))] for t in tasks}
+
+
+def paired_difference(ours: dict[str, list[float]], reference: dict[str, list[float]]) -> tuple[float, float]:
+    """Difference of task-averaged accuracy on the same items, and its standard error from the per-item
+    differences: far tighter than comparing two unpaired stderrs, since both score identical questions."""
+    means, variances = [], []
+    for task in ours:
+        diffs = [a - b for a, b in zip(ours[task], reference[task])]
+        means.append(statistics.mean(diffs))
+        variances.append(statistics.variance(diffs) / len(diffs) if len(diffs) > 1 else 0.0)
+    return statistics.mean(means), math.sqrt(sum(variances)) / len(means)
 
 
 def aggregate(summaries: list[dict], tasks: list[str]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for s in summaries:
         groups.setdefault((s["name"], s["target_set"]), []).append(s)
+    item_means = {key: _item_means(runs, tasks) for key, runs in groups.items()}
+    base = next((means for (name, _), means in item_means.items() if name == "base"), None)
     table = []
     for (name, target_set), runs in groups.items():
         per_task = {t: [r["acc"][t] for r in runs] for t in tasks}
         averages = [statistics.mean(r["acc"][t] for t in tasks) for r in runs]
+        lora = item_means.get(("lora", target_set))
         table.append({
             "name": name, "target_set": target_set, "seeds": len(runs),
             "trainable_params": runs[0].get("trainable_params"),
             "step_time_s": _mean([r.get("step_time_s") for r in runs]),
             "peak_memory_mb": _mean([r.get("peak_memory_mb") for r in runs]),
+            "wall_s": _mean([r.get("wall_s") for r in runs]),
             "tasks": {t: (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else None) for t, v in per_task.items()},
             "average": (statistics.mean(averages), statistics.stdev(averages) if len(averages) > 1 else None),
+            "vs_lora": paired_difference(item_means[name, target_set], lora) if lora and name != "lora" else None,
+            "vs_base": paired_difference(item_means[name, target_set], base) if base and name != "base" else None,
         })
     return table
 
@@ -133,37 +177,55 @@ def _fmt(mean_std) -> str:
     return f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
 
 
+def _fmt_diff(diff) -> str:
+    if diff is None:
+        return ""
+    mean, se = diff
+    flag = " *" if abs(mean) > 2 * se > 0 else ""  # beyond two paired standard errors
+    return f"{100 * mean:+.1f} ± {100 * se:.1f}{flag}"
+
+
 def markdown(table: list[dict], tasks: list[str]) -> str:
-    head = "| method | targets | seeds | trainable | s/step | peak MB | " + " | ".join(tasks) + " | average |"
-    lines = [head, "|" + "---|" * (7 + len(tasks))]
+    head = ("| method | targets | seeds | trainable | s/step | peak MB | " + " | ".join(tasks)
+            + " | average | Δ vs LoRA | Δ vs base |")
+    lines = [head, "|" + "---|" * (9 + len(tasks))]
     for row in table:
         params = f"{row['trainable_params']:,}" if row["trainable_params"] else "0"
         step = f"{row['step_time_s']:.2f}" if row["step_time_s"] else ""
         mem = f"{row['peak_memory_mb']:.0f}" if row["peak_memory_mb"] else ""
         cells = " | ".join(_fmt(row["tasks"][t]) for t in tasks)
         lines.append(f"| {row['name']} | {row['target_set']} | {row['seeds']} | {params} | {step} | {mem} | {cells} | "
-                     f"**{_fmt(row['average'])}** |")
+                     f"**{_fmt(row['average'])}** | {_fmt_diff(row['vs_lora'])} | {_fmt_diff(row['vs_base'])} |")
     return "\n".join(lines)
 
 
 def bar_plot(table: list[dict], path: Path) -> Path:
+    """Left: average accuracy per method (error bars: std over seeds). Right: paired difference to LoRA on the
+    same items with a 95% interval, where 'helps or not' is read off."""
     import matplotlib.pyplot as plt
 
-    labels = [f"{r['name']}\n({r['target_set']})" if r["target_set"] != "-" else r["name"] for r in table]
+    labels = [f"{r['name']} ({r['target_set']})" if r["target_set"] != "-" else r["name"] for r in table]
+    colors = ["gray" if r["name"] == "base" else "tab:blue" if r["name"] == "lora"
+              else "tab:orange" if r["target_set"] == "paper" else "tab:green" for r in table]
     means = [100 * r["average"][0] for r in table]
-    errors = [100 * (r["average"][1] or 0) for r in table]
-    fig, ax = plt.subplots(figsize=(max(8, 0.7 * len(table)), 4.8))
-    colors = ["gray" if r["name"] == "base" else "tab:blue" if r["name"] == "lora" else "tab:orange" for r in table]
-    ax.bar(range(len(table)), means, yerr=errors, capsize=3, color=colors)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, max(4.5, 0.32 * len(table) + 1.5)), sharey=True)
+    rows = range(len(table))
+    left.barh(rows, means, xerr=[100 * (r["average"][1] or 0) for r in table], capsize=3, color=colors)
     base = next((m for r, m in zip(table, means) if r["name"] == "base"), None)
     if base is not None:
-        ax.axhline(base, color="gray", ls="--", lw=1, label="base model")
-        ax.legend()
-    ax.set_xticks(range(len(table)), labels, rotation=60, ha="right", fontsize=8)
-    ax.set_ylabel("average accuracy (%) over held-out tasks")
-    ax.set_ylim(min(means) - 5, max(means) + 5)
-    ax.set_title("Average accuracy per method (error bars: std over seeds)")
-    ax.grid(alpha=0.3, axis="y")
+        left.axvline(base, color="gray", ls="--", lw=1)
+    left.set_xlim(min(means) - 5, max(means) + 5)
+    left.set_yticks(rows, labels, fontsize=8)
+    left.invert_yaxis()
+    left.set_xlabel("average accuracy (%) over held-out tasks; bars: std over seeds")
+    diffs = [r["vs_lora"] for r in table]
+    right.errorbar([100 * d[0] if d else float("nan") for d in diffs], rows,
+                   xerr=[196 * d[1] if d else 0 for d in diffs], fmt="o", color="black", capsize=3)
+    right.axvline(0, color="tab:blue", lw=1)
+    right.set_xlabel("difference to LoRA, same items (points; 95% interval)")
+    for ax in (left, right):
+        ax.grid(alpha=0.3, axis="x")
+    fig.suptitle("Study: average accuracy per method (orange: papers' targets, green: shared targets)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -191,8 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     table = aggregate(summaries, study["eval_tasks"])
     (root / "results.json").write_text(json.dumps(table, indent=1))
     text = markdown(table, study["eval_tasks"])
-    (root / "RESULTS.md").write_text(f"# Study results\n\nconfig: `{args.config}`\n\n{text}\n")
-    print("\n" + text + f"\n\n{bar_plot(table, root / 'accuracy.png')}")
+    hours = sum(s.get("wall_s") or 0 for s in summaries) / 3600
+    note = (f"{len(summaries)} of {len(full_plan)} runs finished, {hours:.2f} h of run time in all. Δ columns: paired "
+            "difference on the same items (points ± standard error; * beyond 2 SE).")
+    (root / "RESULTS.md").write_text(f"# Study results\n\nconfig: `{args.config}`\n\n{note}\n\n{text}\n")
+    print("\n" + text + f"\n\n{note}\n{bar_plot(table, root / 'accuracy.png')}")
     return 0
 
 

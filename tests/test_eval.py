@@ -36,6 +36,10 @@ def test_base_model_offline_suite_writes_table_and_json(tiny_model_dir, tmp_path
     saved = json.loads((tmp_path / "res" / "results.json").read_text())
     assert saved["base_model"] == str(tiny_model_dir) and saved["adapter"] is None
     assert "| local_piqa | acc |" in (tmp_path / "res" / "results.md").read_text()
+    # per-item scores (for paired comparisons) agree with lm-eval's aggregate accuracy
+    items = json.loads((tmp_path / "res" / "item_scores.json").read_text())
+    for task in ("local_arc_easy", "local_piqa"):
+        assert len(items[task]) == 4 and sum(items[task]) / 4 == pytest.approx(_acc(report, task))
     assert "| task | metric | value | stderr | n |" in capsys.readouterr().out
 
 
@@ -86,10 +90,12 @@ def test_4bit_base_runs(tmp_path):
     assert report["load_in_4bit"] and report["rows"][0]["n"] == 3
 
 
-def test_math_template_generates_and_scores(tiny_model_dir):
-    report = evaluate(str(tiny_model_dir), tasks=["svamp"], data_dir=str(FIXTURES), limit=2)
+def test_math_template_generates_and_scores(tiny_model_dir, tmp_path):
+    report = evaluate(str(tiny_model_dir), tasks=["svamp"], data_dir=str(FIXTURES), limit=2, output=str(tmp_path))
     row = next(r for r in report["rows"] if r["metric"] == "exact_match")
     assert row["task"] == "local_svamp" and 0 <= row["value"] <= 1
+    items = json.loads((tmp_path / "item_scores.json").read_text())["local_svamp"]
+    assert len(items) == 2 and sum(items) / 2 == pytest.approx(row["value"])  # one score per item, not per filter
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from plugin.study import load_study, main, run_plan
+from plugin.study import load_study, main, paired_difference, run_plan
 
 STUDY = Path(__file__).resolve().parent.parent / "configs" / "study_smollm2.yaml"
 
@@ -26,8 +26,8 @@ def test_tiny_study_runs_once_and_resumes(tmp_path, tiny_model_dir, capsys):
     study = yaml.safe_load(STUDY.read_text())
     study.update(base_model=str(tiny_model_dir), output_dir=str(tmp_path / "study"), seeds=[1],
                  train_tasks=["arc_easy", "piqa"], train_items=8, eval_tasks=["arc_easy", "piqa"], eval_items=4,
-                 target_sets=["shared"], runs=[{"name": "base"}, {"name": "mor_n2", "adapter": "mor",
-                                                                 "mor_num_experts": 2}])
+                 target_sets=["shared"], runs=[{"name": "base"}, {"name": "lora", "adapter": "lora"},
+                                               {"name": "mor_n2", "adapter": "mor", "mor_num_experts": 2}])
     study["train"].update(max_steps=2, micro_batch_size=2, sequence_len=128)
     cfg = tmp_path / "study.yaml"
     cfg.write_text(yaml.safe_dump(study))
@@ -38,14 +38,28 @@ def test_tiny_study_runs_once_and_resumes(tmp_path, tiny_model_dir, capsys):
     held_out = [json.loads(line)["question"] for line in (root / "data" / "eval" / "piqa.jsonl").read_text().splitlines()]
     assert len(held_out) == 4 and not any(q in "\n".join(train_rows) for q in held_out)
     results = json.loads((root / "results.json").read_text())
-    assert {(r["name"], r["target_set"]) for r in results} == {("base", "-"), ("mor_n2", "shared")}
+    assert {(r["name"], r["target_set"]) for r in results} == {("base", "-"), ("lora", "shared"), ("mor_n2", "shared")}
     mor = next(r for r in results if r["name"] == "mor_n2")
     assert mor["trainable_params"] > 0 and mor["step_time_s"] > 0 and mor["peak_memory_mb"] > 0
+    # trained and scored in one process: the adapter's eval sits in the run folder, per item
+    scores = {name: json.loads((root / "runs" / run_id / "eval" / "item_scores.json").read_text())
+              for name, run_id in [("mor", "mor_n2__shared__s1"), ("lora", "lora__shared__s1")]}
+    diffs = [[m - lo for m, lo in zip(scores["mor"][t], scores["lora"][t])] for t in ("local_arc_easy", "local_piqa")]
+    assert mor["vs_lora"][0] == pytest.approx((sum(diffs[0]) / 4 + sum(diffs[1]) / 4) / 2)
     assert "| mor_n2 | shared | 1 |" in (root / "RESULTS.md").read_text()
     assert (root / "accuracy.png").read_bytes().startswith(b"\x89PNG")
     stamps = {p: p.stat().st_mtime_ns for p in root.glob("runs/*/summary.json")}
     assert main([str(cfg)]) == 0  # a second run redoes nothing
     assert {p: p.stat().st_mtime_ns for p in root.glob("runs/*/summary.json")} == stamps
+
+
+def test_paired_difference_by_hand():
+    # task a: differences (1, 0, 0, -1) -> mean 0, variance 2/3; task b: (1, 1) -> mean 1, variance 0
+    ours = {"a": [1, 1, 0, 0], "b": [1, 1]}
+    reference = {"a": [0, 1, 0, 1], "b": [0, 0]}
+    mean, se = paired_difference(ours, reference)
+    assert mean == pytest.approx(0.5)  # average of the two task means
+    assert se == pytest.approx(((2 / 3) / 4 + 0) ** 0.5 / 2)
 
 
 def test_study_config_errors(tmp_path, capsys):
