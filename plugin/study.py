@@ -1,8 +1,9 @@
 """``python -m plugin.study configs/study_smollm2.yaml``: every method, same data and budget, one results table.
 
 For each run x target set x seed, one ``plugin.train`` process (so its peak memory is its own) trains and then
-scores the adapter on held-out items through the eval bridge (its ``eval:`` section). Finished runs are never redone: rerunning the command continues an
-interrupted study. Writes ``<output_dir>/RESULTS.md``, ``results.json`` and ``accuracy.png``.
+scores the adapter on held-out items through the eval bridge (its ``eval:`` section). Finished runs are never
+redone: rerunning the command continues an interrupted study. Writes ``<output_dir>/RESULTS.md``, ``results.json``
+and ``accuracy.png`` (accuracy per method, and its paired difference to LoRA on the same items).
 """
 
 from __future__ import annotations

@@ -69,3 +69,16 @@ def test_study_config_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path / "bad.yaml")])
     assert exit_info.value.code == 2 and "never evaluate on trained items" in capsys.readouterr().err
+
+
+def test_failed_run_stops_the_study_with_one_line(tmp_path, tiny_model_dir, capsys):
+    study = yaml.safe_load(STUDY.read_text())
+    study.update(base_model=str(tiny_model_dir), output_dir=str(tmp_path / "study"), seeds=[1],
+                 train_tasks=["piqa"], train_items=4, eval_tasks=["piqa"], eval_items=2, target_sets=["shared"],
+                 runs=[{"name": "broken", "adapter": "mor", "mor_num_experts": 0}])
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "study.yaml")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and err[-1].startswith("error: run broken__shared__s1 failed (exit 2")
+    assert not (tmp_path / "study" / "runs" / "broken__shared__s1" / "summary.json").exists()
