@@ -21,6 +21,7 @@ import yaml
 
 from .benchmark_data import as_chat, load_items, write_jsonl
 from .errors import UserError, exits_cleanly_on_user_error
+from .eval import evaluate
 
 STUDY_KEYS = {"base_model", "output_dir", "seeds", "train_tasks", "train_items", "eval_tasks", "eval_start",
               "eval_items", "eval_batch_size", "eval_chat_template", "train", "targets", "target_sets", "runs"}
@@ -85,6 +86,7 @@ def _run(cmd: list[str], run_id: str) -> None:
 
 
 def _eval_keys(study: dict, eval_dir: Path, output: Path) -> dict:
+    """One set of eval settings: the training YAML's ``eval:`` section and ``plugin.eval.evaluate``'s keywords."""
     return {"tasks": study["eval_tasks"], "data_dir": str(eval_dir), "batch_size": study["eval_batch_size"],
             "apply_chat_template": study["eval_chat_template"], "output": str(output)}
 
@@ -98,24 +100,22 @@ def execute(study: dict, item: dict, root: Path, train_file: Path, eval_dir: Pat
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     summary: dict = {}
-    eval_cmd = [sys.executable, "-m", "plugin.eval", "--base", study["base_model"], "--data_dir", str(eval_dir),
-                "--tasks", ",".join(study["eval_tasks"]), "--batch_size", str(study["eval_batch_size"]),
-                "--output", str(eval_out)] + (["--apply_chat_template"] if study["eval_chat_template"] else [])
+    eval_keys = _eval_keys(study, eval_dir, eval_out)
     if run.get("adapter"):
         adapter_dir = run_dir / "adapter"
         keys = {**study["train"], **{k: v for k, v in run.items() if k != "name"},
                 "base_model": study["base_model"], "seed": item["seed"], "output_dir": str(adapter_dir),
                 "lora_target_modules": _targets(study, item["target_set"], run["adapter"]),
                 "datasets": [{"path": str(train_file), "type": "messages"}],
-                "eval": _eval_keys(study, eval_dir, eval_out)}
+                "eval": eval_keys}
         (run_dir / "train.yaml").write_text(yaml.safe_dump(keys, sort_keys=False))
         if not (adapter_dir / "run_summary.json").is_file():  # one process trains, then scores the adapter
             _run([sys.executable, "-m", "plugin.train", str(run_dir / "train.yaml")], item["id"])
         if not (eval_out / "item_scores.json").is_file():  # interrupted between training and scoring
-            _run(eval_cmd + ["--adapter", str(adapter_dir)], item["id"])
+            evaluate(study["base_model"], str(adapter_dir), **eval_keys)
         summary = json.loads((adapter_dir / "run_summary.json").read_text())
-    else:
-        _run(eval_cmd, item["id"])
+    else:  # the base model: nothing trained, so no peak memory of its own to keep apart
+        evaluate(study["base_model"], **eval_keys)
     rows = json.loads((eval_out / "results.json").read_text())["rows"]
     items = json.loads((eval_out / "item_scores.json").read_text())
     summary.update(id=item["id"], name=run["name"], target_set=item["target_set"], seed=item["seed"],
