@@ -16,7 +16,8 @@ import yaml
 from .errors import UserError
 
 ADAPTERS = ("lora", "mplora", "mor", "loratrf")
-DATASET_TYPES = ("messages", "alpaca", "text")
+DATASET_TYPES = ("messages", "chat_template", "sharegpt", "alpaca", "text")
+CHAT_ROLES = ("system", "user", "assistant", "tool")
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
 
 
@@ -25,10 +26,15 @@ class DatasetSpec:
     """One entry of ``datasets:``."""
 
     path: str
-    type: Literal["messages", "alpaca", "text"] = "messages"
+    # messages = chat_template (Axolotl's name): OpenAI {role, content} chats; sharegpt: {from, value} chats
+    type: Literal["messages", "chat_template", "sharegpt", "alpaca", "text"] = "messages"
     split: str = "train"
     name: Optional[str] = None  # hub dataset config name
-    field_messages: str = "messages"  # column holding the chat, for type messages
+    field_messages: Optional[str] = None  # column holding the chat; default messages (conversations for sharegpt)
+    message_property_mappings: Optional[dict[str, str]] = None  # e.g. {role: from, content: value}
+    roles: Optional[dict[str, list[str]]] = None  # our role -> the data's names, e.g. {assistant: [gpt, bot]}
+    roles_to_train: list[str] = field(default_factory=lambda: ["assistant"])
+    train_on_eos: Literal["turn", "last", "all", "none"] = "turn"  # which end-of-turn tokens are trained
     max_samples: Optional[int] = None
 
 
@@ -76,7 +82,8 @@ class TrainConfig:
     val_set_size: float = 0.0  # fraction (< 1) or number of rows held out for eval loss
     sequence_len: int = 1024
     sample_packing: bool = False
-    train_on_inputs: bool = False  # False: loss on assistant / response tokens only
+    train_on_inputs: bool = False  # False: loss on the roles_to_train turns only; true: on every token
+    dataset_processes: Optional[int] = None  # processes tokenising the data; default: all cores for >= 20k rows
     # optimisation
     micro_batch_size: int = 1
     gradient_accumulation_steps: int = 1
@@ -121,6 +128,8 @@ ALIASES = {
     "template": "chat_template",
     "optim": "optimizer",
     "overwrite_output": "overwrite_output_dir",
+    "preprocessing_num_workers": "dataset_processes",
+    "dataset_num_proc": "dataset_processes",
 }
 
 
@@ -132,6 +141,8 @@ def _type_name(tp: Any) -> str:
         return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
     if origin is list:
         return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return f"a mapping of {_type_name(typing.get_args(tp)[1])}"
     if dataclasses.is_dataclass(tp):
         return "a mapping"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
@@ -161,6 +172,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if value not in typing.get_args(tp):
             raise UserError(f"{where} must be {_type_name(tp)}, got {value!r}{_suggest(str(value), [str(a) for a in typing.get_args(tp)])}")
         return value
+    if origin is dict:
+        key_tp, value_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise UserError(f"{where} must be a mapping, got {value!r}")
+        return {_coerce(k, key_tp, where): _coerce(v, value_tp, f"{where}.{k}") for k, v in value.items()}
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if isinstance(value, str) and item_tp is str:  # LLaMA-Factory style "q_proj,v_proj"
@@ -253,6 +269,13 @@ def _check_values(cfg: TrainConfig, explicit_keys: list[str]) -> None:
         raise UserError(f"val_set_size must be >= 0, got {cfg.val_set_size}")
     if not cfg.datasets:
         raise UserError("no datasets: add a 'datasets:' list, e.g. [{path: data/demo/chat.jsonl, type: messages}]")
+    for number, spec in enumerate(cfg.datasets):
+        known = list(spec.roles or CHAT_ROLES)
+        unknown = [r for r in spec.roles_to_train if r not in known]
+        if unknown:
+            raise UserError(f"datasets[{number}].roles_to_train names unknown role '{unknown[0]}'; roles: {', '.join(known)}")
+    if cfg.dataset_processes is not None and cfg.dataset_processes <= 0:
+        raise UserError(f"dataset_processes must be > 0, got {cfg.dataset_processes}")
     for prefix in ("mplora_", "mor_", "loratrf_"):
         stray = [k for k in explicit_keys if k.startswith(prefix)]
         if stray and cfg.adapter != prefix[:-1]:

@@ -1,21 +1,27 @@
-"""Datasets from the YAML: local JSON/JSONL/parquet files, saved datasets or hub ids, in TRL's formats.
+"""Datasets from the YAML (local JSON/JSONL/parquet/CSV files, saved datasets or hub ids) -> tokenised rows.
 
-Chat (``messages``) and ``alpaca`` rows become TRL's conversational prompt/completion rows, so TRL computes the
-loss on the answer only (its ``completion_only_loss``); ``text`` rows are plain language modelling.
+Chats in OpenAI ``messages`` (Tulu v2 rows as published), ShareGPT ``conversations`` (``from``/``value``) or any
+Axolotl ``field_messages`` + ``message_property_mappings`` layout, and ``alpaca`` rows, all become ``input_ids`` +
+``labels`` with every assistant turn trained (``chat_labels``); ``text`` rows are plain language modelling. One
+``datasets.map`` does it (batched, ``num_proc`` on large sets, cached by ``datasets``), so the Tulu mixture is never
+held as Python objects.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from datasets import Dataset, concatenate_datasets, load_dataset, load_from_disk
 
-from .config import DatasetSpec
+from .chat_labels import IGNORE, LabelPolicy, RowProblem, tokenize_conversation
+from .config import DatasetSpec, TrainConfig
 from .errors import UserError
 
 _LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
-_ROLES = {"system", "user", "assistant"}
 
 
 def _looks_like_path(path: str) -> bool:
@@ -65,59 +71,180 @@ def _load_raw(spec: DatasetSpec) -> Dataset:
         raise UserError(f"could not load dataset '{spec.path}' from the hub (offline? typo?): {first}") from None
 
 
-def _from_messages(row: dict, column: str) -> dict:
-    messages = row[column]
-    if not isinstance(messages, list) or not messages:
-        raise UserError(f"a row's '{column}' is not a non-empty list of {{role, content}} messages")
-    for m in messages:
-        if not isinstance(m, dict) or m.get("role") not in _ROLES or not isinstance(m.get("content"), str):
-            raise UserError(f"bad message {m!r}: each needs role (system/user/assistant) and string content")
-    if messages[-1]["role"] != "assistant":
-        raise UserError("a chat row must end with an assistant message (the part the model learns to write)")
-    return {"prompt": messages[:-1], "completion": messages[-1:]}
+# Axolotl's default role names; a dataset's own ``roles:`` mapping replaces them
+DEFAULT_ROLES = {
+    "system": ["system"],
+    "user": ["user", "human"],
+    "assistant": ["assistant", "gpt", "model"],
+    "tool": ["tool", "observation", "function_response", "ipython"],
+}
+SHAREGPT_PROPERTIES = {"role": "from", "content": "value"}
 
 
-def _from_alpaca(row: dict) -> dict:
+@dataclass(frozen=True)
+class ChatFormat:
+    """How one dataset's rows spell a conversation (the column, each message's keys, the role names)."""
+
+    column: str
+    properties: dict  # our key -> the row's key
+    role_of: dict  # the row's role name -> ours
+
+    @classmethod
+    def of(cls, spec: DatasetSpec, columns: list[str]) -> "ChatFormat":
+        sharegpt = spec.type == "sharegpt"
+        column = spec.field_messages or ("conversations" if sharegpt or "messages" not in columns and
+                                         "conversations" in columns else "messages")
+        properties = {**(SHAREGPT_PROPERTIES if sharegpt else {"role": "role", "content": "content"}),
+                      **(spec.message_property_mappings or {})}
+        roles = spec.roles or DEFAULT_ROLES
+        return cls(column, properties, {name: ours for ours, names in roles.items() for name in names})
+
+
+def normalise_messages(raw, fmt: ChatFormat, policy: LabelPolicy) -> list[dict]:
+    """A row's chat as OpenAI-style messages; raises RowProblem for what no template can render."""
+    if not isinstance(raw, list) or not raw:
+        raise RowProblem(f"'{fmt.column}' is {'an empty conversation' if raw == [] else 'not a list of messages'}")
+    renamed = {theirs: ours for ours, theirs in fmt.properties.items()}
+    messages = []
+    for number, message in enumerate(raw):
+        if not isinstance(message, dict):
+            raise RowProblem(f"message {number} is not a mapping: {message!r:.60}")
+        # columns that only some rows use come back as None from Arrow: drop them, templates test `is defined`
+        out = {renamed.get(k, k): v for k, v in message.items() if v is not None}
+        role = fmt.role_of.get(out.get("role"))
+        if role is None:
+            raise RowProblem(f"message {number} has unknown role {out.get('role')!r} (known: "
+                             f"{', '.join(fmt.role_of)}); map it with the dataset's 'roles:' key")
+        content = out.get("content")
+        if not isinstance(content, str) and not (role == "assistant" and out.get("tool_calls")):
+            raise RowProblem(f"message {number} ({role}) has no text '{fmt.properties['content']}'")
+        messages.append({**out, "role": role})
+    if not policy.train_on_inputs and not any(m["role"] in policy.roles_to_train for m in messages):
+        raise RowProblem(f"no {'/'.join(policy.roles_to_train)} turn to train on")
+    return messages
+
+
+def _alpaca_messages(row: dict) -> list[dict]:
     prompt = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
-    return {
-        "prompt": [{"role": "user", "content": prompt}],
-        "completion": [{"role": "assistant", "content": row["output"]}],
-    }
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": row["output"]}]
 
 
 REQUIRED_COLUMNS = {"alpaca": ("instruction", "output"), "text": ("text",)}
 
 
-def to_trl_format(raw: Dataset, spec: DatasetSpec) -> Dataset:
-    required = REQUIRED_COLUMNS.get(spec.type, (spec.field_messages,))
-    missing = [c for c in required if c not in raw.column_names]
+@dataclass(frozen=True)
+class Preparation:
+    """Everything one dataset's rows need to become ``input_ids``/``labels`` (picklable for ``num_proc``)."""
+
+    tokenizer: object
+    spec: DatasetSpec
+    fmt: ChatFormat | None
+    policy: LabelPolicy
+    max_length: int
+    template: str | None
+
+    def row(self, row: dict) -> tuple[list[int], list[int]]:
+        tok = self.tokenizer
+        if self.spec.type == "text":
+            ids = tok(row["text"])["input_ids"]
+            if not row["text"].endswith(tok.eos_token):  # as TRL does for plain text
+                ids.append(tok.eos_token_id)
+            return ids, list(ids)
+        messages = _alpaca_messages(row) if self.spec.type == "alpaca" else normalise_messages(
+            row[self.fmt.column], self.fmt, self.policy)
+        return tokenize_conversation(tok, messages, self.policy, self.template)
+
+    def __call__(self, batch: dict) -> dict:
+        out = {"input_ids": [], "labels": [], "problem": []}
+        for offset in range(len(next(iter(batch.values())))):
+            try:
+                ids, labels = self.row({k: v[offset] for k, v in batch.items()})
+                problem = "" if any(l != IGNORE for l in labels[: self.max_length]) else "drop"
+            except RowProblem as err:
+                ids, labels, problem = [], [], str(err)
+            except Exception as err:  # a template that raises on this row (Jinja's raise_exception, bad types)
+                ids, labels, problem = [], [], f"the chat template failed on it: {str(err).splitlines()[0][:200]}"
+            out["input_ids"].append(ids[: self.max_length])
+            out["labels"].append(labels[: self.max_length])
+            out["problem"].append(problem)
+        return out
+
+
+def _num_proc(rows: int, requested: int | None) -> int | None:
+    if requested is not None:
+        return requested if requested > 1 else None
+    return min(os.cpu_count() or 1, 8) if rows >= 20_000 else None  # process start-up outweighs small sets
+
+
+def tokenize_dataset(raw: Dataset, spec: DatasetSpec, tokenizer, policy: LabelPolicy, max_length: int,
+                     template: str | None = None, num_proc: int | None = None) -> Dataset:
+    """Rows -> ``input_ids`` + ``labels``, truncated to ``max_length``; bad rows stop it, untrainable ones are
+    dropped and counted (as TRL and Axolotl drop them, but said)."""
+    required = REQUIRED_COLUMNS.get(spec.type)
+    fmt = None if required else ChatFormat.of(spec, raw.column_names)
+    missing = [c for c in (required or (fmt.column,)) if c not in raw.column_names]
     if missing:
         raise UserError(
             f"dataset {spec.path} has no column '{missing[0]}' needed by type '{spec.type}' "
-            f"(columns: {', '.join(raw.column_names)}); set the right 'type' for it"
+            f"(columns: {', '.join(raw.column_names)}); set the right 'type' (or 'field_messages') for it"
         )
     if spec.max_samples is not None:
         raw = raw.select(range(min(spec.max_samples, len(raw))))
     if len(raw) == 0:
         raise UserError(f"dataset {spec.path} is empty")
-    if spec.type == "text":
-        return raw.select_columns(["text"])
-    convert = _from_alpaca if spec.type == "alpaca" else (lambda row: _from_messages(row, spec.field_messages))
-    # validate eagerly with a plain loop: errors surface as UserError, not inside a datasets worker
-    rows = [convert(row) for row in raw]
-    return Dataset.from_list(rows)
+    prepare = Preparation(tokenizer, spec, fmt, policy, max_length, template)
+    data = raw.map(prepare, batched=True, batch_size=256, remove_columns=raw.column_names,
+                   num_proc=_num_proc(len(raw), num_proc), desc=f"Tokenizing {Path(spec.path).name}")
+    problems = data.data.column("problem").to_pylist()
+    dropped = [i for i, p in enumerate(problems) if p == "drop"]
+    bad = next((i for i, p in enumerate(problems) if p and p != "drop"), None)
+    if bad is not None:
+        raise UserError(f"dataset {spec.path} row {bad}: {problems[bad]}")
+    if len(dropped) == len(data):
+        raise UserError(f"dataset {spec.path}: no row keeps a trained token within sequence_len {max_length}; "
+                        "raise sequence_len or check roles_to_train")
+    if dropped:
+        print(f"dataset {spec.path}: dropped {len(dropped)} of {len(data)} rows with no trained token within "
+              f"sequence_len {max_length} (rows {', '.join(map(str, dropped[:5]))}{', ...' if len(dropped) > 5 else ''})",
+              file=sys.stderr, flush=True)
+        keep = set(dropped)
+        data = data.select([i for i in range(len(data)) if i not in keep])
+    return data.remove_columns("problem")
 
 
-def load_training_data(specs: list[DatasetSpec], val_set_size: float, seed: int) -> tuple[Dataset, Dataset | None]:
-    parts = [to_trl_format(_load_raw(spec), spec) for spec in specs]
-    kinds = {"text" if "text" in p.column_names else "chat" for p in parts}
-    if len(kinds) > 1:
-        raise UserError("datasets mix type 'text' with chat/alpaca types; train them in separate runs")
+def label_policy(spec: DatasetSpec, train_on_inputs: bool) -> LabelPolicy:
+    return LabelPolicy(tuple(spec.roles_to_train), spec.train_on_eos, train_on_inputs)
+
+
+def training_template(tokenizer) -> str | None:
+    """TRL's prefix-preserving training version of a template that re-renders past turns (Qwen3 and friends),
+    where TRL has one; None keeps the tokenizer's own."""
+    from trl.chat_template_utils import get_training_chat_template, is_chat_template_prefix_preserving
+
+    try:
+        if is_chat_template_prefix_preserving(tokenizer):
+            return None
+        return get_training_chat_template(tokenizer)
+    except Exception:  # a template TRL does not know or cannot probe with a tool call: rows are checked one by one
+        return None
+
+
+def load_training_data(cfg: TrainConfig, tokenizer) -> tuple[Dataset, Dataset | None]:
+    """The training (and held-out) rows exactly as the trainer sees them: ``input_ids`` and ``labels``."""
+    template = training_template(tokenizer) if tokenizer.chat_template else None
+    parts = []
+    for spec in cfg.datasets:
+        if spec.type != "text" and not tokenizer.chat_template:
+            raise UserError(f"dataset {spec.path} is a chat ('{spec.type}') but the tokenizer has no chat template; "
+                            "set chat_template: chatml")
+        parts.append(tokenize_dataset(_load_raw(spec), spec, tokenizer, label_policy(spec, cfg.train_on_inputs),
+                                      cfg.sequence_len, template, cfg.dataset_processes))
     data = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    val_set_size = cfg.val_set_size
     if not val_set_size:
         return data, None
     test_size = val_set_size if val_set_size < 1 else int(val_set_size)
     if test_size >= len(data) or (test_size < 1 and int(test_size * len(data)) < 1):
         raise UserError(f"val_set_size={val_set_size} leaves no training or no validation rows out of {len(data)}")
-    split = data.train_test_split(test_size=test_size, seed=seed)
+    split = data.train_test_split(test_size=test_size, seed=cfg.seed)
     return split["train"], split["test"]

@@ -107,7 +107,6 @@ def sft_config(cfg: TrainConfig, has_eval: bool, use_cpu: bool):
         gradient_checkpointing_kwargs={"use_reentrant": False},  # MoR's balance loss needs grads through the router
         max_length=cfg.sequence_len,
         packing=cfg.sample_packing,
-        completion_only_loss=not cfg.train_on_inputs,
         logging_steps=cfg.logging_steps,
         save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit,
@@ -143,9 +142,7 @@ def train(cfg: TrainConfig) -> Path:
     resume = plan_output_dir(cfg, state.is_main_process)
     peft_config = build_peft_config(cfg)
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.base_model, cfg.chat_template)
-    train_data, eval_data = load_training_data(cfg.datasets, cfg.val_set_size, cfg.seed)
-    if "prompt" in train_data.column_names and not tokenizer.chat_template:
-        raise UserError("the tokenizer has no chat template for chat/alpaca data; set chat_template: chatml")
+    train_data, eval_data = load_training_data(cfg, tokenizer)
     bf16 = resolve_bf16(cfg)
     model = load_base_model(
         cfg.base_model,
@@ -226,10 +223,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     parser.add_argument("config", help="training YAML (see configs/)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--preview-data", type=int, metavar="N",
+                        help="show the first N training rows as the trainer sees them, trained tokens marked; "
+                             "nothing is trained or written")
+    parser.add_argument("--json", action="store_true",
+                        help="with --preview-data: one JSON object per row with input_ids and labels (-100: no loss)")
     args, rest = parser.parse_known_args(argv)
     cfg = load_config(args.config, parse_override(rest))
+    if args.json and args.preview_data is None:
+        raise UserError("--json goes with --preview-data N")
     if args.print_config:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        return 0
+    if args.preview_data is not None:
+        from .preview import preview_data
+
+        preview_data(cfg, args.preview_data, as_json=args.json)
         return 0
     out = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:

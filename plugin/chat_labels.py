@@ -1,0 +1,105 @@
+"""A conversation -> ``input_ids`` and ``labels`` with every trained turn's tokens, whatever the chat template.
+
+Each turn is located by rendering the conversation up to it with the tokenizer's own chat template (the way
+Axolotl's ``chat_template`` strategy does), so no ``{% generation %}`` tags are needed: the text of turn ``i`` is
+what ``render(messages[:i + 1])`` adds to ``render(messages[:i])``. One tokenisation of the whole conversation with
+character offsets then maps those spans to tokens. TRL's trainer takes the result as is (a ``labels`` column) and
+does the rest: padding, packing, the loss.
+
+Within a trained turn the loss covers the message (for the assistant: what follows the generation prompt, so tool
+calls count too) and, per ``train_on_eos``, the end-of-turn token; headers and the newline after it never.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+IGNORE = -100
+# end-of-turn markers of common templates; the tokenizer's eos_token is tried first
+_END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "</s>")
+
+
+class RowProblem(ValueError):
+    """What is wrong with one row; the caller names the row."""
+
+
+@dataclass(frozen=True)
+class LabelPolicy:
+    """Axolotl's options, with Axolotl's meaning."""
+
+    roles_to_train: tuple[str, ...] = ("assistant",)
+    train_on_eos: str = "turn"  # turn: each trained turn's; last: the conversation's last; all; none
+    train_on_inputs: bool = False  # every token trained
+
+
+def _render(tokenizer, conversations: list[list[dict]], add_generation_prompt: bool, template: str | None) -> list[str]:
+    if not conversations:
+        return []
+    return tokenizer.apply_chat_template(conversations, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                         chat_template=template)
+
+
+def _end_of_turn(text: str, start: int, end: int, markers: tuple[str, ...]) -> tuple[int, int]:
+    """The last end-of-turn marker in text[start:end] as (begin, end), or an empty span at ``end``."""
+    for marker in markers:
+        at = text.rfind(marker, start, end)
+        if at >= 0:
+            return at, at + len(marker)
+    return end, end
+
+
+def turn_spans(tokenizer, messages: list[dict], template: str | None = None) -> tuple[str, list[tuple]]:
+    """Render ``messages``; return the text and per turn (role, body_start, body_end, eot_start, eot_end) in chars."""
+    prefixes = _render(tokenizer, [messages[: i + 1] for i in range(len(messages))], False, template)
+    text = prefixes[-1]
+    answered = [i for i, m in enumerate(messages) if m["role"] == "assistant" and i > 0]
+    prompts = dict(zip(answered, _render(tokenizer, [messages[:i] for i in answered], True, template)))
+    markers = tuple(dict.fromkeys(m for m in (tokenizer.eos_token, *_END_OF_TURN) if m))
+    spans, start = [], 0
+    for i, (message, prefix) in enumerate(zip(messages, prefixes)):
+        end = len(prefix)
+        if not text.startswith(prefix) or end < start:
+            raise RowProblem("the chat template renders earlier turns differently once later turns follow, so the "
+                             "turns cannot be located; use a prefix-preserving template (e.g. chat_template: chatml)")
+        body = start
+        prompt = prompts.get(i)
+        if prompt is not None and text.startswith(prompt) and start <= len(prompt) <= end:
+            body = len(prompt)  # the assistant's turn starts where the generation prompt ends
+        elif isinstance(message.get("content"), str) and message["content"]:
+            found = text.find(message["content"], start, end)
+            body = found if found >= 0 else start
+        eot = _end_of_turn(text, body, end, markers)
+        spans.append((message["role"], body, eot[0], eot[0], eot[1]))
+        start = end
+    return text, spans
+
+
+def trained_char_ranges(spans: list[tuple], policy: LabelPolicy) -> list[tuple[int, int]]:
+    last = len(spans) - 1
+    ranges = []
+    for index, (role, body_start, body_end, eot_start, eot_end) in enumerate(spans):
+        trained = role in policy.roles_to_train
+        if trained:
+            ranges.append((body_start, body_end))
+        eos = policy.train_on_eos
+        if eos == "all" or (eos == "turn" and trained) or (eos == "last" and index == last):
+            ranges.append((eot_start, eot_end))
+    return [r for r in ranges if r[1] > r[0]]
+
+
+def tokenize_conversation(tokenizer, messages: list[dict], policy: LabelPolicy,
+                          template: str | None = None) -> tuple[list[int], list[int]]:
+    """``input_ids`` and ``labels`` (-100 where no loss is taken) of one conversation."""
+    text, spans = turn_spans(tokenizer, messages, template)
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = encoded["input_ids"]
+    if policy.train_on_inputs:
+        return ids, list(ids)
+    ranges = trained_char_ranges(spans, policy)
+    labels, r = [], 0
+    for token, (begin, end) in zip(ids, encoded["offset_mapping"]):
+        while r < len(ranges) and begin >= ranges[r][1]:
+            r += 1
+        # a token overlapping a trained range is trained: a word's leading space may sit in the header
+        labels.append(token if r < len(ranges) and ranges[r][0] < max(end, begin + 1) else IGNORE)
+    return ids, labels

@@ -1,0 +1,50 @@
+"""``python -m plugin.train CONFIG --preview-data N``: the first training rows exactly as the trainer gets them."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from .chat_labels import IGNORE
+from .config import TrainConfig
+from .errors import UserError
+
+_GREEN, _RESET = "\033[32m", "\033[0m"
+
+
+def marked_text(tokenizer, input_ids: list[int], labels: list[int], color: bool) -> str:
+    """The row's text with trained stretches in green (terminal) or between [[ and ]] (pipe, file)."""
+    start, end = (_GREEN, _RESET) if color else ("[[", "]]")
+    pieces, run, trained = [], [], None
+    for token, label in [*zip(input_ids, labels), (None, None)]:
+        is_trained = label is not None and label != IGNORE
+        if run and (token is None or is_trained != trained):
+            text = tokenizer.decode(run)
+            pieces.append(f"{start}{text}{end}" if trained else text)
+            run = []
+        run.append(token)
+        trained = is_trained
+    return "".join(pieces)
+
+
+def preview_data(cfg: TrainConfig, rows: int, as_json: bool = False, out=None) -> None:
+    from .data import load_training_data
+    from .modeling import load_tokenizer
+
+    if rows <= 0:
+        raise UserError(f"--preview-data needs a number of rows > 0, got {rows}")
+    out = out or sys.stdout
+    tokenizer = load_tokenizer(cfg.tokenizer or cfg.base_model, cfg.chat_template)
+    train_data, _ = load_training_data(cfg, tokenizer)
+    color = not as_json and out.isatty()
+    if not as_json:
+        print(f"{len(train_data)} training rows; trained tokens are shown "
+              f"{_GREEN + 'in green' + _RESET if color else '[[between double brackets]]'}\n", file=out)
+    for index, row in enumerate(train_data.select(range(min(rows, len(train_data))))):
+        ids, labels = row["input_ids"], row["labels"]
+        if as_json:
+            print(json.dumps({"row": index, "input_ids": ids, "labels": labels}), file=out)
+            continue
+        trained = sum(label != IGNORE for label in labels)
+        print(f"--- row {index}: {len(ids)} tokens, {trained} trained ---", file=out)
+        print(marked_text(tokenizer, ids, labels, color), file=out)
