@@ -32,11 +32,12 @@ class LabelPolicy:
     train_on_inputs: bool = False  # every token trained
 
 
-def _render(tokenizer, conversations: list[list[dict]], add_generation_prompt: bool, template: str | None) -> list[str]:
+def _render(tokenizer, conversations: list[list[dict]], add_generation_prompt: bool, template: str | None,
+            tools: list | None) -> list[str]:
     if not conversations:
         return []
     return tokenizer.apply_chat_template(conversations, tokenize=False, add_generation_prompt=add_generation_prompt,
-                                         chat_template=template)
+                                         chat_template=template, tools=tools)
 
 
 def _end_of_turn(text: str, start: int, end: int, markers: tuple[str, ...]) -> tuple[int, int]:
@@ -48,12 +49,13 @@ def _end_of_turn(text: str, start: int, end: int, markers: tuple[str, ...]) -> t
     return end, end
 
 
-def turn_spans(tokenizer, messages: list[dict], template: str | None = None) -> tuple[str, list[tuple]]:
+def turn_spans(tokenizer, messages: list[dict], template: str | None = None,
+               tools: list | None = None) -> tuple[str, list[tuple]]:
     """Render ``messages``; return the text and per turn (role, body_start, body_end, eot_start, eot_end) in chars."""
-    prefixes = _render(tokenizer, [messages[: i + 1] for i in range(len(messages))], False, template)
+    prefixes = _render(tokenizer, [messages[: i + 1] for i in range(len(messages))], False, template, tools)
     text = prefixes[-1]
     answered = [i for i, m in enumerate(messages) if m["role"] == "assistant" and i > 0]
-    prompts = dict(zip(answered, _render(tokenizer, [messages[:i] for i in answered], True, template)))
+    prompts = dict(zip(answered, _render(tokenizer, [messages[:i] for i in answered], True, template, tools)))
     markers = tuple(dict.fromkeys(m for m in (tokenizer.eos_token, *_END_OF_TURN) if m))
     spans, start = [], 0
     for i, (message, prefix) in enumerate(zip(messages, prefixes)):
@@ -87,10 +89,10 @@ def trained_char_ranges(spans: list[tuple], policy: LabelPolicy) -> list[tuple[i
     return [r for r in ranges if r[1] > r[0]]
 
 
-def tokenize_conversation(tokenizer, messages: list[dict], policy: LabelPolicy,
-                          template: str | None = None) -> tuple[list[int], list[int]]:
+def tokenize_conversation(tokenizer, messages: list[dict], policy: LabelPolicy, template: str | None = None,
+                          tools: list | None = None) -> tuple[list[int], list[int]]:
     """``input_ids`` and ``labels`` (-100 where no loss is taken) of one conversation."""
-    text, spans = turn_spans(tokenizer, messages, template)
+    text, spans = turn_spans(tokenizer, messages, template, tools)
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = encoded["input_ids"]
     if policy.train_on_inputs:

@@ -75,7 +75,7 @@ def _load_raw(spec: DatasetSpec) -> Dataset:
 DEFAULT_ROLES = {
     "system": ["system"],
     "user": ["user", "human"],
-    "assistant": ["assistant", "gpt", "model"],
+    "assistant": ["assistant", "gpt", "model", "function_call"],  # LLaMA-Factory trains function calls
     "tool": ["tool", "observation", "function_response", "ipython"],
 }
 SHAREGPT_PROPERTIES = {"role": "from", "content": "value"}
@@ -150,9 +150,12 @@ class Preparation:
             if not row["text"].endswith(tok.eos_token):  # as TRL does for plain text
                 ids.append(tok.eos_token_id)
             return ids, list(ids)
-        messages = _alpaca_messages(row) if self.spec.type == "alpaca" else normalise_messages(
-            row[self.fmt.column], self.fmt, self.policy)
-        return tokenize_conversation(tok, messages, self.policy, self.template)
+        if self.spec.type == "alpaca":
+            return tokenize_conversation(tok, _alpaca_messages(row), self.policy, self.template)
+        messages = normalise_messages(row[self.fmt.column], self.fmt, self.policy)
+        tools = row.get("tools")  # OpenAI / ShareGPT tool schemas, a list or its JSON text
+        tools = json.loads(tools) if isinstance(tools, str) else tools
+        return tokenize_conversation(tok, messages, self.policy, self.template, tools or None)
 
     def __call__(self, batch: dict) -> dict:
         out = {"input_ids": [], "labels": [], "problem": []}

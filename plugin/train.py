@@ -107,6 +107,8 @@ def sft_config(cfg: TrainConfig, has_eval: bool, use_cpu: bool):
         gradient_checkpointing_kwargs={"use_reentrant": False},  # MoR's balance loss needs grads through the router
         max_length=cfg.sequence_len,
         packing=cfg.sample_packing,
+        # rows arrive tokenised, labelled and truncated (plugin.data); TRL's pass over them is needed only to pack
+        dataset_kwargs={"skip_prepare_dataset": not cfg.sample_packing},
         logging_steps=cfg.logging_steps,
         save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit,
