@@ -200,6 +200,18 @@ def test_preview_data_cli_shows_rows_and_writes_nothing(tiny_model_dir, tmp_path
     assert not out.exists()
 
 
+def test_text_and_chat_datasets_mix(smol, tmp_path):
+    from plugin.data import load_training_data
+
+    text = tmp_path / "t.jsonl"
+    text.write_text('{"text": "Plain text is trained on every token."}\n')
+    cfg = load_config(None, {"datasets": [{"path": str(TULU)}, {"path": str(text), "type": "text"}]})
+    train, _ = load_training_data(cfg, smol)
+    last = train[len(train) - 1]
+    assert last["labels"] == last["input_ids"] and last["input_ids"][-1] == smol.eos_token_id
+    assert len(train) == 13
+
+
 def test_dataset_keys_validate(tmp_path):
     bad = write_yaml(tmp_path / "c.yaml", datasets=[{"path": "x.jsonl", "roles_to_train": ["gpt"]}])
     with pytest.raises(UserError, match="roles_to_train names unknown role 'gpt'"):

@@ -70,14 +70,13 @@ CASES = [
     ("no steps", {"max_steps": -1, "num_epochs": 0}, "set max_steps > 0 or num_epochs > 0", None),
     ("no datasets", {"datasets": []}, "no datasets", None),
     ("dataset key typo", {"datasets": [{"path": "x.jsonl", "typ": "messages"}]}, "unknown key 'datasets[0].typ'; did you mean 'type'?", None),
-    ("bad dataset type", {"datasets": [{"path": "x.jsonl", "type": "sharegpt"}]}, "datasets[0].type must be 'messages' or 'alpaca' or 'text'", None),
+    ("bad dataset type", {"datasets": [{"path": "x.jsonl", "type": "oasst"}]}, "datasets[0].type must be 'messages' or 'chat_template' or 'sharegpt' or 'alpaca' or 'text'", None),
     ("missing dataset file", {"datasets": [{"path": "data/nope.jsonl"}]}, "dataset file not found: data/nope.jsonl", None),
     ("unsupported file type", {}, "unsupported file type '.txt'", _file("data.txt", "hello")),
     ("malformed jsonl", {}, "could not be read as json", _file("bad.jsonl", '{"messages": [\n')),
     ("wrong format for data", {"_type": "alpaca"}, "has no column 'instruction' needed by type 'alpaca'", _file("c.jsonl", '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n')),
-    ("chat not ending with assistant", {}, "must end with an assistant message", _file("c.jsonl", '{"messages": [{"role": "user", "content": "hi"}]}\n')),
-    ("bad role", {}, "bad message", _file("c.jsonl", '{"messages": [{"role": "robot", "content": "hi"}, {"role": "assistant", "content": "x"}]}\n')),
-    ("mixed text and chat", {}, "datasets mix type 'text' with chat", None),
+    ("chat not ending with assistant", {}, "row 0: no assistant turn to train on", _file("c.jsonl", '{"messages": [{"role": "user", "content": "hi"}]}\n')),
+    ("bad role", {}, "row 0: message 0 has unknown role 'robot'", _file("c.jsonl", '{"messages": [{"role": "robot", "content": "hi"}, {"role": "assistant", "content": "x"}]}\n')),
     ("val_set_size too big", {"val_set_size": 100}, "val_set_size=100.0 leaves no training", None),
     ("missing base model", {"base_model": "/nonexistent/model"}, "cannot load tokenizer '/nonexistent/model'", None),
     ("finished output dir", {}, "already holds a finished run", _finished_run),
@@ -91,10 +90,6 @@ CASES = [
 
 @pytest.mark.parametrize("name,change,message,setup", CASES, ids=[c[0] for c in CASES])
 def test_user_error_is_one_clear_line(tmp_path, base_cfg, capsys, monkeypatch, name, change, message, setup):
-    if name == "mixed text and chat":
-        text = tmp_path / "t.jsonl"
-        text.write_text('{"text": "plain"}\n')
-        change = {"datasets": [*base_cfg["datasets"], {"path": str(text), "type": "text"}]}
     if name == "4-bit without bitsandbytes":
         monkeypatch.setitem(sys.modules, "bitsandbytes", None)
         setup = None
