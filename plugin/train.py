@@ -172,6 +172,7 @@ def train(cfg: TrainConfig) -> Path:
         if resume:
             print(f"resuming from {resume}", flush=True)
     trainer.train(resume_from_checkpoint=resume)
+    _check_finite_weights(model, trainer.state.global_step)
     out = Path(cfg.output_dir)
     trainer.save_model(str(out))
     if state.is_main_process:
@@ -181,6 +182,18 @@ def train(cfg: TrainConfig) -> Path:
         (out / "run_summary.json").write_text(json.dumps(run_summary(trainer, model, first_step), indent=1))
     state.wait_for_everyone()
     return out
+
+
+def _check_finite_weights(model, step: int) -> None:
+    """The last update can turn weights NaN after the last loss was checked: never save those as finished."""
+    from .trainer import NonFiniteLoss
+
+    bad = next((name for name, p in model.named_parameters() if p.requires_grad and not p.detach().isfinite().all()),
+               None)
+    if bad:
+        raise NonFiniteLoss(f"training ended at step {step} with non-finite adapter weights ({bad}); nothing was "
+                            "saved as finished. Lower learning_rate (or set max_grad_norm) and rerun with "
+                            "overwrite_output_dir: true")
 
 
 def run_summary(trainer, model, first_step: int = 0) -> dict:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 
 from trl import SFTTrainer
 
 from .auxiliary import weighted_aux_loss
+from .errors import UserError
+
+
+class NonFiniteLoss(UserError):
+    """Training diverged: a run whose loss is NaN or infinite must not end as a finished adapter."""
 
 
 class AuxLossMixin:
@@ -25,6 +31,7 @@ class AuxLossMixin:
         loss = result[0] if return_outputs else result
         if model.training:
             aux, terms = weighted_aux_loss(self.accelerator.unwrap_model(model), self.state.global_step)
+            self._stop_if_not_finite(loss, terms)
             if aux is not None:
                 steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
                 loss = loss + aux.to(loss.device) / steps
@@ -33,6 +40,16 @@ class AuxLossMixin:
             for term, value in terms.items():
                 self._aux_terms[term].append(value)
         return (loss, result[1]) if return_outputs else loss
+
+    def _stop_if_not_finite(self, task_loss, aux_terms: dict) -> None:
+        bad = [name for name, value in (("task loss", float(task_loss.detach())), *aux_terms.items())
+               if not math.isfinite(value)]
+        if bad:
+            raise NonFiniteLoss(
+                f"training stopped at step {self.state.global_step + 1}: the {bad[0]} is not finite (NaN or inf); "
+                "nothing was saved as finished. Lower learning_rate (or set max_grad_norm), then rerun: the run "
+                "resumes from its last checkpoint, or set overwrite_output_dir: true to start over"
+            )
 
     def log(self, logs: dict, *args, **kwargs) -> None:
         terms = getattr(self, "_aux_terms", None)
