@@ -89,19 +89,26 @@ def trained_char_ranges(spans: list[tuple], policy: LabelPolicy) -> list[tuple[i
     return [r for r in ranges if r[1] > r[0]]
 
 
-def tokenize_conversation(tokenizer, messages: list[dict], policy: LabelPolicy, template: str | None = None,
-                          tools: list | None = None) -> tuple[list[int], list[int]]:
-    """``input_ids`` and ``labels`` (-100 where no loss is taken) of one conversation."""
+def render_with_trained_ranges(tokenizer, messages: list[dict], policy: LabelPolicy, template: str | None = None,
+                               tools: list | None = None) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered chat and the character ranges whose tokens are trained."""
     text, spans = turn_spans(tokenizer, messages, template, tools)
-    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids = encoded["input_ids"]
-    if policy.train_on_inputs:
-        return ids, list(ids)
-    ranges = trained_char_ranges(spans, policy)
+    return text, [(0, len(text))] if policy.train_on_inputs else trained_char_ranges(spans, policy)
+
+
+def label_tokens(ids: list[int], offsets: list[tuple[int, int]], ranges: list[tuple[int, int]]) -> list[int]:
     labels, r = [], 0
-    for token, (begin, end) in zip(ids, encoded["offset_mapping"]):
+    for token, (begin, end) in zip(ids, offsets):
         while r < len(ranges) and begin >= ranges[r][1]:
             r += 1
         # a token overlapping a trained range is trained: a word's leading space may sit in the header
         labels.append(token if r < len(ranges) and ranges[r][0] < max(end, begin + 1) else IGNORE)
-    return ids, labels
+    return labels
+
+
+def tokenize_conversation(tokenizer, messages: list[dict], policy: LabelPolicy, template: str | None = None,
+                          tools: list | None = None) -> tuple[list[int], list[int]]:
+    """``input_ids`` and ``labels`` (-100 where no loss is taken) of one conversation."""
+    text, ranges = render_with_trained_ranges(tokenizer, messages, policy, template, tools)
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return encoded["input_ids"], label_tokens(encoded["input_ids"], encoded["offset_mapping"], ranges)

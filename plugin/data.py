@@ -17,7 +17,7 @@ from pathlib import Path
 
 from datasets import Dataset, concatenate_datasets, load_dataset, load_from_disk
 
-from .chat_labels import IGNORE, LabelPolicy, RowProblem, tokenize_conversation
+from .chat_labels import IGNORE, LabelPolicy, RowProblem, label_tokens, render_with_trained_ranges
 from .config import DatasetSpec, TrainConfig
 from .errors import UserError
 
@@ -143,33 +143,44 @@ class Preparation:
     max_length: int
     template: str | None
 
-    def row(self, row: dict) -> tuple[list[int], list[int]]:
-        tok = self.tokenizer
-        if self.spec.type == "text":
-            ids = tok(row["text"])["input_ids"]
-            if not row["text"].endswith(tok.eos_token):  # as TRL does for plain text
-                ids.append(tok.eos_token_id)
-            return ids, list(ids)
+    def text_and_ranges(self, row: dict) -> tuple[str, list[tuple[int, int]]]:
+        """A chat or alpaca row rendered, with the character ranges that are trained."""
         if self.spec.type == "alpaca":
-            return tokenize_conversation(tok, _alpaca_messages(row), self.policy, self.template)
+            return render_with_trained_ranges(self.tokenizer, _alpaca_messages(row), self.policy, self.template)
         messages = normalise_messages(row[self.fmt.column], self.fmt, self.policy)
         tools = row.get("tools")  # OpenAI / ShareGPT tool schemas, a list or its JSON text
         tools = json.loads(tools) if isinstance(tools, str) else tools
-        return tokenize_conversation(tok, messages, self.policy, self.template, tools or None)
+        return render_with_trained_ranges(self.tokenizer, messages, self.policy, self.template, tools or None)
+
+    def _text_rows(self, texts: list[str]) -> list[list[int]]:
+        eos = self.tokenizer.eos_token
+        ids = self.tokenizer(texts)["input_ids"]
+        return [i + [self.tokenizer.eos_token_id] if not t.endswith(eos) else i for i, t in zip(ids, texts)]  # as TRL
 
     def __call__(self, batch: dict) -> dict:
+        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        if self.spec.type == "text":
+            encoded = [(ids, list(ids), "") for ids in self._text_rows([row["text"] for row in rows])]
+        else:
+            rendered = []
+            for row in rows:
+                try:
+                    rendered.append((*self.text_and_ranges(row), ""))
+                except RowProblem as err:
+                    rendered.append(("", [], str(err)))
+                except Exception as err:  # a template that raises on this row (Jinja's raise_exception, bad types)
+                    rendered.append(("", [], f"the chat template failed on it: {str(err).splitlines()[0][:200]}"))
+            # one call for the whole batch: the tokenizer's Rust side does the work
+            tokens = self.tokenizer([text for text, _, _ in rendered], add_special_tokens=False,
+                                    return_offsets_mapping=True)
+            encoded = [(ids, label_tokens(ids, offsets, ranges), problem) for ids, offsets, (_, ranges, problem)
+                       in zip(tokens["input_ids"], tokens["offset_mapping"], rendered)]
         out = {"input_ids": [], "labels": [], "problem": []}
-        for offset in range(len(next(iter(batch.values())))):
-            try:
-                ids, labels = self.row({k: v[offset] for k, v in batch.items()})
-                problem = "" if any(l != IGNORE for l in labels[: self.max_length]) else "drop"
-            except RowProblem as err:
-                ids, labels, problem = [], [], str(err)
-            except Exception as err:  # a template that raises on this row (Jinja's raise_exception, bad types)
-                ids, labels, problem = [], [], f"the chat template failed on it: {str(err).splitlines()[0][:200]}"
+        for ids, labels, problem in encoded:
+            labels = labels[: self.max_length]
             out["input_ids"].append(ids[: self.max_length])
-            out["labels"].append(labels[: self.max_length])
-            out["problem"].append(problem)
+            out["labels"].append(labels)
+            out["problem"].append(problem or ("" if any(label != IGNORE for label in labels) else "drop"))
         return out
 
 
