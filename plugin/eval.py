@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
 
+from .adapter_io import load_adapter_strict, read_adapter_config, read_adapter_weights
 from .errors import UserError, exits_cleanly_on_user_error
 
 EVAL_DIR = Path(__file__).resolve().parent.parent / "eval"
@@ -64,6 +66,32 @@ def resolve_tasks(suite: str | None, tasks: list[str] | None, data_dir: Path | N
     return [f"local_{t}" for t in wanted]
 
 
+def check_output_folder(output: str | None, what: str) -> None:
+    """A results folder must be creatable: checked before the model loads, not after the evaluation."""
+    if output is None:
+        return
+    path = Path(output)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{what} {path} is a file; pass a folder for the results")
+    ancestor = path
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {path}: {ancestor} is not a writable folder")
+
+
+def check_eval_settings(*, suite=None, tasks=None, limit=None, num_fewshot=None, data_dir=None, output=None,
+                        where: str = "--") -> list[str]:
+    """Every eval setting checked before anything heavy runs; returns the task names lm-eval will get."""
+    if limit is not None and limit <= 0:
+        raise UserError(f"{where}limit must be > 0, got {limit}")
+    if num_fewshot is not None and num_fewshot < 0:
+        raise UserError(f"{where}num_fewshot must be >= 0, got {num_fewshot}")
+    check_output_folder(output, f"{where}output")
+    with tempfile.TemporaryDirectory() as include:
+        return resolve_tasks(suite, tasks, Path(data_dir) if data_dir else None, Path(include))
+
+
 def check_task_names(task_manager, tasks: list[str]) -> None:
     known = set(task_manager.all_tasks)
     unknown = [t for t in tasks if t not in known]
@@ -83,25 +111,12 @@ def load_model_for_eval(base: str, adapter: str | None, load_in_4bit: bool = Fal
 
     identity = {"base_model": base, "adapter": adapter, "load_in_4bit": load_in_4bit, "bf16": bf16}
     if adapter is not None:
-        adapter_config = Path(adapter) / "adapter_config.json"
-        if not adapter_config.is_file():
-            raise UserError(f"no adapter at {adapter} (missing adapter_config.json); pass the training output_dir")
-        identity["adapter_config"] = json.loads(adapter_config.read_text())
-        from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
-
-        peft_type = identity["adapter_config"].get("peft_type")
-        if peft_type not in PEFT_TYPE_TO_CONFIG_MAPPING:
-            raise UserError(f"{adapter_config} has unknown peft_type {peft_type!r}; it was not saved by PEFT or this package")
+        identity["adapter_config"] = read_adapter_config(Path(adapter))
+        read_adapter_weights(Path(adapter))  # before the base model loads: a broken file fails fast
     tokenizer = load_tokenizer(adapter if adapter and (Path(adapter) / "tokenizer_config.json").is_file() else base)
     model = load_base_model(base, load_in_4bit=load_in_4bit, bf16=bf16)
     if adapter is not None:
-        from peft import PeftModel
-
-        try:
-            model = PeftModel.from_pretrained(model, adapter)
-        except (RuntimeError, ValueError, KeyError) as err:
-            first = str(err).strip().splitlines()[0][:300]
-            raise UserError(f"adapter {adapter} does not fit base model {base} (trained for another model?): {first}") from None
+        model = load_adapter_strict(model, adapter)
     model.eval()
     return model, tokenizer, identity
 
@@ -224,8 +239,8 @@ def _parser() -> argparse.ArgumentParser:
 @exits_cleanly_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.limit is not None and args.limit <= 0:
-        raise UserError("--limit must be > 0")
+    check_eval_settings(suite=args.suite, tasks=args.tasks, limit=args.limit, num_fewshot=args.num_fewshot,
+                        data_dir=args.data_dir, output=args.output)
     evaluate(args.base, args.adapter, suite=args.suite, tasks=args.tasks, limit=args.limit, batch_size=args.batch_size,
              num_fewshot=args.num_fewshot, load_in_4bit=args.load_in_4bit, bf16=args.bf16, data_dir=args.data_dir,
              output=args.output,

@@ -9,7 +9,6 @@ import argparse
 import dataclasses
 import json
 import os
-import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -17,62 +16,10 @@ from pathlib import Path
 import yaml
 
 from .config import TrainConfig, load_config, parse_override, to_dict
+from . import run_dir
 from .errors import UserError, exits_cleanly_on_user_error
 
-FINAL_ADAPTER_FILE = "adapter_config.json"
 RESOLVED_CONFIG_FILE = "resolved_config.yaml"
-
-
-def _checkpoints(out: Path) -> list[Path]:
-    found = [p for p in out.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
-
-
-def _is_complete(checkpoint: Path) -> bool:
-    """The Trainer writes trainer_state.json last: a run killed mid-save leaves a checkpoint without it."""
-    try:
-        json.loads((checkpoint / "trainer_state.json").read_text())
-        return True
-    except (OSError, ValueError):
-        return False
-
-
-def plan_output_dir(cfg: TrainConfig, is_main_process: bool = True) -> str | None:
-    """Decide what to do with ``output_dir`` before anything heavy loads; return the checkpoint to resume from.
-
-    A finished run (final adapter present) is never overwritten unless ``overwrite_output_dir``; checkpoints of an
-    interrupted run are resumed (``resume_from_checkpoint: auto``) or kept, never silently discarded.
-    """
-    out = Path(cfg.output_dir)
-    resume = cfg.resume_from_checkpoint
-    if resume not in (None, "auto", "false", "False"):
-        if not Path(resume).is_dir():
-            raise UserError(f"resume_from_checkpoint: folder not found: {resume}")
-        return resume
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output_dir {out} exists and is a file; choose another output_dir")
-    if cfg.overwrite_output_dir:
-        if is_main_process and out.is_dir():  # asked for: start over
-            for ckpt in _checkpoints(out):
-                shutil.rmtree(ckpt)
-            for stale in (FINAL_ADAPTER_FILE, "telemetry.jsonl"):
-                (out / stale).unlink(missing_ok=True)
-        return None
-    if (out / FINAL_ADAPTER_FILE).is_file():
-        raise UserError(
-            f"output_dir {out} already holds a finished run; choose another output_dir "
-            "or set overwrite_output_dir: true to replace it"
-        )
-    checkpoints = _checkpoints(out) if out.is_dir() else []
-    if not checkpoints:
-        return None
-    if resume == "auto":
-        complete = [c for c in checkpoints if _is_complete(c)]
-        return str(complete[-1]) if complete else None
-    raise UserError(
-        f"output_dir {out} holds checkpoints of an unfinished run ({checkpoints[-1].name}); set "
-        "resume_from_checkpoint: auto to continue it, or overwrite_output_dir: true to start over"
-    )
 
 
 def resolve_bf16(cfg: TrainConfig) -> bool:
@@ -141,7 +88,9 @@ def train(cfg: TrainConfig) -> Path:
     # without cpu=True accelerate ignores torchrun's WORLD_SIZE on a CPU-only machine and runs each rank alone
     use_cpu = not torch.cuda.is_available()
     state = PartialState(cpu=use_cpu)
-    resume = plan_output_dir(cfg, state.is_main_process)
+    config = to_dict(cfg)
+    run = run_dir.plan(cfg, config)
+    check_eval_section(cfg)
     peft_config = build_peft_config(cfg)
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.base_model, cfg.chat_template)
     train_data, eval_data = load_training_data(cfg, tokenizer)
@@ -161,27 +110,46 @@ def train(cfg: TrainConfig) -> Path:
         raise _invalid_value(err) from None
     try:
         args = sft_config(cfg, eval_data is not None, use_cpu)
-    except ValueError as err:  # e.g. an unknown lr_scheduler or optimizer name
+        trainer = AuxLossSFTTrainer(
+            model=model, args=args, train_dataset=train_data, eval_dataset=eval_data, processing_class=tokenizer,
+            callbacks=[AdapterTelemetryCallback()],
+        )
+    except (ValueError, RuntimeError) as err:  # an unknown lr_scheduler or optimizer, report_to without its package
         raise _invalid_value(err) from None
-    trainer = AuxLossSFTTrainer(
-        model=model, args=args, train_dataset=train_data, eval_dataset=eval_data, processing_class=tokenizer,
-        callbacks=[AdapterTelemetryCallback()],
-    )
-    if state.is_main_process:
-        model.print_trainable_parameters()
-        if resume:
-            print(f"resuming from {resume}", flush=True)
-    trainer.train(resume_from_checkpoint=resume)
-    _check_finite_weights(model, trainer.state.global_step)
-    out = Path(cfg.output_dir)
-    trainer.save_model(str(out))
-    if state.is_main_process:
-        (out / RESOLVED_CONFIG_FILE).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        (out / "train_metrics.json").write_text(json.dumps(trainer.state.log_history, indent=1))
-        first_step = json.loads((Path(resume) / "trainer_state.json").read_text())["global_step"] if resume else 0
-        (out / "run_summary.json").write_text(json.dumps(run_summary(trainer, model, first_step), indent=1))
-    state.wait_for_everyone()
-    return out
+    if state.is_main_process:  # everything is validated: only now is the folder taken (and an old run cleared)
+        run_dir.begin(run, config)
+    try:
+        state.wait_for_everyone()
+        if state.is_main_process:
+            model.print_trainable_parameters()
+            if run.resume:
+                print(f"resuming from {run.resume}", flush=True)
+        trainer.train(resume_from_checkpoint=run.resume)
+        _check_finite_weights(model, trainer.state.global_step)
+        staging = run_dir.finishing_dir(run.out) if state.is_main_process else run.out / run_dir.FINISHING
+        state.wait_for_everyone()
+        trainer.save_model(str(staging))
+        if state.is_main_process:
+            (staging / RESOLVED_CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
+            (staging / "train_metrics.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+            first_step = json.loads((Path(run.resume) / "trainer_state.json").read_text())["global_step"] if run.resume else 0
+            (staging / "run_summary.json").write_text(json.dumps(run_summary(trainer, model, first_step), indent=1))
+            run_dir.finish(run.out)
+        state.wait_for_everyone()
+    finally:
+        if state.is_main_process:
+            run_dir.release_lock(run.out)
+    return run.out
+
+
+def check_eval_section(cfg: TrainConfig) -> None:
+    """The eval: section runs after training: check it now, not after an hour of training."""
+    if cfg.eval is not None:
+        from .eval import check_eval_settings
+
+        spec = cfg.eval
+        check_eval_settings(suite=spec.suite, tasks=spec.tasks, limit=spec.limit, num_fewshot=spec.num_fewshot,
+                            data_dir=spec.data_dir, output=spec.output, where="eval: ")
 
 
 def _check_finite_weights(model, step: int) -> None:

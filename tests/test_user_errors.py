@@ -38,6 +38,7 @@ def _finished_run(tmp_path, cfg):
     out = tmp_path / "out"
     out.mkdir()
     (out / "adapter_config.json").write_text("{}")
+    (out / "finished.json").write_text("{}")
 
 
 def _interrupted_run(tmp_path, cfg):
@@ -82,7 +83,7 @@ CASES = [
     ("missing base model", {"base_model": "/nonexistent/model"}, "cannot load tokenizer '/nonexistent/model'", None),
     ("finished output dir", {}, "already holds a finished run", _finished_run),
     ("interrupted run, resume off", {"resume_from_checkpoint": None}, "holds checkpoints of an unfinished run (checkpoint-4)", _interrupted_run),
-    ("resume folder missing", {"resume_from_checkpoint": "/nonexistent/ckpt"}, "resume_from_checkpoint: folder not found", None),
+    ("resume folder missing", {"resume_from_checkpoint": "/nonexistent/ckpt"}, "resume_from_checkpoint: /nonexistent/ckpt: folder not found", None),
     ("output_dir is a file", {}, "exists and is a file", _output_is_file),
     ("unknown scheduler", {"lr_scheduler": "zigzag"}, "zigzag", None),
     ("4-bit without bitsandbytes", {"load_in_4bit": True}, "load_in_4bit/load_in_8bit need bitsandbytes", None),

@@ -1,0 +1,87 @@
+"""Load a saved adapter strictly: every weight of the file lands in the model and every adapter weight comes from it.
+
+PEFT only warns about missing or unexpected keys, so a LoRA file labelled MOR, renamed keys or a ``peft_type``
+mismatch would be scored as the bare base model under the adapter's name. Here each of those is one clear line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from .errors import UserError
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else type(err).__name__
+
+
+def read_adapter_config(folder: Path) -> dict:
+    config_file = folder / "adapter_config.json"
+    if not config_file.is_file():
+        raise UserError(f"no adapter at {folder} (missing adapter_config.json); pass a training output_dir")
+    try:
+        config = json.loads(config_file.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise UserError(f"{config_file} is not valid JSON ({_first_line(err)}); was the save interrupted?") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{config_file} must hold a JSON object")
+    import plugin  # noqa: F401  registers our methods with PEFT
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+    if config.get("peft_type") not in PEFT_TYPE_TO_CONFIG_MAPPING:
+        raise UserError(f"{config_file} has unknown peft_type {config.get('peft_type')!r}; "
+                        "it was not saved by PEFT or this package")
+    return config
+
+
+def read_adapter_weights(folder: Path) -> dict:
+    weights = folder / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise UserError(f"adapter {folder} has no adapter_model.safetensors; was the save interrupted?")
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(weights))
+    except Exception as err:  # safetensors raises its own types for truncated or foreign files
+        raise UserError(f"{weights} is unreadable (truncated or not a safetensors file): {_first_line(err)}") from None
+    bad = [k for k, t in state.items() if t.is_floating_point() and not t.isfinite().all()]
+    if bad:
+        raise UserError(f"adapter {folder} has non-finite weights ({len(bad)} tensors, e.g. {bad[0]}); "
+                        "its training diverged: retrain it with a lower learning_rate")
+    return state
+
+
+def _missing_fields(config: dict) -> list[str]:
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+    cls = PEFT_TYPE_TO_CONFIG_MAPPING[config["peft_type"]]
+    own = {f.name for f in dataclasses.fields(cls)} - {f.name for f in dataclasses.fields(PEFT_TYPE_TO_CONFIG_MAPPING["LORA"])}
+    return sorted(f for f in own if f not in config)
+
+
+def load_adapter_strict(model, adapter: str):
+    """``PeftModel.from_pretrained(model, adapter)``, refused with one line unless the adapter loads completely."""
+    from peft import PeftModel
+    from peft.utils import get_peft_model_state_dict
+
+    folder = Path(adapter)
+    config = read_adapter_config(folder)
+    state = read_adapter_weights(folder)
+    try:
+        model = PeftModel.from_pretrained(model, str(folder))
+    except (RuntimeError, ValueError, KeyError, TypeError) as err:
+        missing = _missing_fields(config)
+        why = (f"its adapter_config.json lacks {', '.join(missing)} (the defaults do not fit its weights)" if missing
+               else "trained for another model?")
+        raise UserError(f"adapter {adapter} does not fit the base model ({why}): {_first_line(err)}") from None
+    expected = set(get_peft_model_state_dict(model))
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        parts = [f"{len(missing)} adapter weights missing from the file (e.g. {missing[0]})" if missing else "",
+                 f"{len(unexpected)} weights in the file fit nothing (e.g. {unexpected[0]})" if unexpected else ""]
+        raise UserError(f"adapter {adapter} does not load completely: {'; '.join(p for p in parts if p)}; "
+                        f"is its peft_type ({config['peft_type']}) the method it was trained with?")
+    return model
