@@ -10,12 +10,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from .errors import UserError
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:300] if text else type(err).__name__
+from .errors import UserError, first_line
 
 
 def read_adapter_config(folder: Path) -> dict:
@@ -25,7 +20,7 @@ def read_adapter_config(folder: Path) -> dict:
     try:
         config = json.loads(config_file.read_text())
     except (ValueError, UnicodeDecodeError) as err:
-        raise UserError(f"{config_file} is not valid JSON ({_first_line(err)}); was the save interrupted?") from None
+        raise UserError(f"{config_file} is not valid JSON ({first_line(err)}); was the save interrupted?") from None
     if not isinstance(config, dict):
         raise UserError(f"{config_file} must hold a JSON object")
     import plugin  # noqa: F401  registers our methods with PEFT
@@ -46,7 +41,7 @@ def read_adapter_weights(folder: Path) -> dict:
     try:
         state = load_file(str(weights))
     except Exception as err:  # safetensors raises its own types for truncated or foreign files
-        raise UserError(f"{weights} is unreadable (truncated or not a safetensors file): {_first_line(err)}") from None
+        raise UserError(f"{weights} is unreadable (truncated or not a safetensors file): {first_line(err)}") from None
     bad = [k for k, t in state.items() if t.is_floating_point() and not t.isfinite().all()]
     if bad:
         raise UserError(f"adapter {folder} has non-finite weights ({len(bad)} tensors, e.g. {bad[0]}); "
@@ -76,7 +71,7 @@ def load_adapter_strict(model, adapter: str):
         missing = _missing_fields(config)
         why = (f"its adapter_config.json lacks {', '.join(missing)} (the defaults do not fit its weights)" if missing
                else "trained for another model?")
-        raise UserError(f"adapter {adapter} does not fit the base model ({why}): {_first_line(err)}") from None
+        raise UserError(f"adapter {adapter} does not fit the base model ({why}): {first_line(err)}") from None
     expected = set(get_peft_model_state_dict(model))
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:

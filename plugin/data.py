@@ -19,7 +19,7 @@ from datasets import Dataset, concatenate_datasets, load_dataset, load_from_disk
 
 from .chat_labels import IGNORE, LabelPolicy, RowProblem, label_tokens, render_with_trained_ranges
 from .config import DatasetSpec, TrainConfig
-from .errors import UserError
+from .errors import UserError, first_line
 
 _LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 
@@ -30,7 +30,10 @@ def _looks_like_path(path: str) -> bool:
 
 def _check_json(path: Path) -> None:
     """Point at the bad line ourselves: datasets would log a long traceback for it."""
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"dataset {path} is not UTF-8 text (byte {err.start}); save it as UTF-8") from None
     if path.suffix == ".json" and text.lstrip().startswith(("[", "{")):
         try:
             json.loads(text)
@@ -51,15 +54,20 @@ def _load_raw(spec: DatasetSpec) -> Dataset:
         builder = _LOCAL_FORMATS.get(path.suffix)
         if builder is None:
             raise UserError(f"dataset {spec.path}: unsupported file type '{path.suffix}'; use .json, .jsonl, .parquet or .csv")
+        if path.stat().st_size == 0:
+            raise UserError(f"dataset {spec.path} is an empty file")
         if builder == "json":
             _check_json(path)
         try:
             return load_dataset(builder, data_files=str(path), split="train")
         except Exception as err:  # malformed JSON and friends: datasets raises many types
-            raise UserError(f"dataset {spec.path} could not be read as {builder}: {str(err).splitlines()[0]}") from None
+            raise UserError(f"dataset {spec.path} could not be read as {builder}: {first_line(err)}") from None
     if path.is_dir():
         if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
             loaded = load_from_disk(str(path))
+            if hasattr(loaded, "keys") and spec.split not in loaded:
+                raise UserError(f"saved dataset {spec.path} has no split '{spec.split}'; "
+                                f"set split: to one of {', '.join(loaded.keys())}")
             return loaded[spec.split] if hasattr(loaded, "keys") else loaded
         return load_dataset(str(path), spec.name, split=spec.split)
     if _looks_like_path(spec.path):
@@ -67,8 +75,7 @@ def _load_raw(spec: DatasetSpec) -> Dataset:
     try:
         return load_dataset(spec.path, spec.name, split=spec.split)
     except Exception as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(f"could not load dataset '{spec.path}' from the hub (offline? typo?): {first}") from None
+        raise UserError(f"could not load dataset '{spec.path}' from the hub (offline? typo?): {first_line(err)}") from None
 
 
 # Axolotl's default role names; a dataset's own ``roles:`` mapping replaces them

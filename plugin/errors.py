@@ -23,3 +23,9 @@ def exits_cleanly_on_user_error(main: Callable[..., int | None]) -> Callable[...
             raise SystemExit(2) from None
 
     return wrapper
+
+
+def first_line(err: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (libraries' messages run long), or its type when it has none."""
+    text = str(err).strip()
+    return text.splitlines()[0][:limit] if text else type(err).__name__

@@ -101,6 +101,15 @@ def linear_layer_names(model: nn.Module) -> set[str]:
     return names
 
 
+def check_modules_to_save(model: nn.Module, names: list[str] | None) -> None:
+    """PEFT silently ignores a modules_to_save entry that names nothing: the user expects that module trained."""
+    module_names = [n for n, _ in model.named_modules()]
+    for name in names or []:
+        if not any(n == name or n.endswith("." + name) for n in module_names):
+            tops = sorted({n.rsplit(".", 1)[-1] for n in module_names if n and "layers" not in n})
+            raise UserError(f"lora_modules_to_save: '{name}' matches no module of this model; e.g. {', '.join(tops[:8])}")
+
+
 def check_target_modules(model: nn.Module, targets: list[str] | None) -> None:
     if not targets:
         return

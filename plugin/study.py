@@ -20,8 +20,10 @@ from pathlib import Path
 import yaml
 
 from .benchmark_data import as_chat, load_items, write_jsonl
+from .config import load_config
 from .errors import UserError, exits_cleanly_on_user_error
 from .eval import evaluate
+from .run_dir import is_finished
 
 STUDY_KEYS = {"base_model", "output_dir", "seeds", "train_tasks", "train_items", "eval_tasks", "eval_start",
               "eval_items", "eval_batch_size", "eval_chat_template", "train", "targets", "target_sets", "runs"}
@@ -30,7 +32,12 @@ STUDY_KEYS = {"base_model", "output_dir", "seeds", "train_tasks", "train_items",
 def load_study(path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"study config not found: {path}")
-    study = yaml.safe_load(path.read_text()) or {}
+    try:
+        study = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UserError(f"{path} is not valid YAML: {getattr(err, 'problem', err)}") from None
+    if not isinstance(study, dict):
+        raise UserError(f"{path} must hold a mapping of study keys, got {type(study).__name__}")
     unknown = sorted(set(study) - STUDY_KEYS)
     if unknown:
         raise UserError(f"unknown study key '{unknown[0]}'; known: {', '.join(sorted(STUDY_KEYS))}")
@@ -42,7 +49,25 @@ def load_study(path: Path) -> dict:
     for target_set in study["target_sets"]:
         if target_set not in study["targets"]:
             raise UserError(f"target set '{target_set}' is not defined under 'targets'")
+    for run in study["runs"]:
+        _check_run(study, run)
     return study
+
+
+def _check_run(study: dict, run) -> None:
+    """A run entry is validated like a training YAML: a misspelt key must not turn a method into the base model."""
+    if not isinstance(run, dict) or "name" not in run:
+        raise UserError(f"each entry of 'runs' needs a 'name' (and training keys such as adapter), got {run!r}")
+    keys = {k: v for k, v in run.items() if k != "name"}
+    if not keys:
+        return  # the base model
+    try:
+        load_config(None, {**study["train"], **keys, "datasets": [{"path": "train.jsonl"}]})
+    except UserError as err:
+        raise UserError(f"study run '{run['name']}': {err}") from None
+    if "adapter" not in keys:
+        raise UserError(f"study run '{run['name']}' sets training keys but no adapter; add adapter: lora|mplora|mor|"
+                        "loratrf (a run with only a name is the base model)")
 
 
 def prepare_data(study: dict, root: Path) -> tuple[Path, Path]:
@@ -109,7 +134,7 @@ def execute(study: dict, item: dict, root: Path, train_file: Path, eval_dir: Pat
                 "datasets": [{"path": str(train_file), "type": "messages"}],
                 "eval": eval_keys}
         (run_dir / "train.yaml").write_text(yaml.safe_dump(keys, sort_keys=False))
-        if not (adapter_dir / "run_summary.json").is_file():  # one process trains, then scores the adapter
+        if not is_finished(adapter_dir):  # one process trains, then scores the adapter
             _run([sys.executable, "-m", "plugin.train", str(run_dir / "train.yaml")], item["id"])
         if not (eval_out / "item_scores.json").is_file():  # interrupted between training and scoring
             evaluate(study["base_model"], str(adapter_dir), **eval_keys)

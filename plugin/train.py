@@ -81,7 +81,8 @@ def train(cfg: TrainConfig) -> Path:
     from transformers import set_seed
 
     from .data import load_training_data
-    from .modeling import build_peft_config, check_target_modules, load_base_model, load_tokenizer
+    from .modeling import (build_peft_config, check_modules_to_save, check_target_modules, load_base_model,
+                           load_tokenizer)
     from .telemetry import AdapterTelemetryCallback
     from .trainer import AuxLossSFTTrainer
 
@@ -103,6 +104,7 @@ def train(cfg: TrainConfig) -> Path:
         gradient_checkpointing=cfg.gradient_checkpointing,
     )
     check_target_modules(model, cfg.lora_target_modules)
+    check_modules_to_save(model, cfg.lora_modules_to_save)
     set_seed(cfg.seed)  # the adapter's random init must not depend on what ran before
     try:
         model = get_peft_model(model, peft_config)
@@ -223,7 +225,11 @@ def main(argv: list[str] | None = None) -> int:
 
         preview_data(cfg, args.preview_data, as_json=args.json)
         return 0
-    out = train(cfg)
+    try:
+        out = train(cfg)
+    except KeyboardInterrupt:
+        raise UserError(f"interrupted; rerun the same command to resume {cfg.output_dir} from its last checkpoint "
+                        f"(every save_steps={cfg.save_steps} steps)") from None
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"\nadapter saved to {out}\nevaluate it with:\n  python -m plugin.eval --base {cfg.base_model} "
               f"--adapter {out} --data_dir data/eval --suite commonsense --limit 100")

@@ -126,7 +126,7 @@ def test_adapter_for_another_base_model(tiny_model_dir, tmp_path, capsys):
         main(["--base", str(tiny_model_dir), "--adapter", str(tmp_path / "other"), "--tasks", "piqa",
               "--data_dir", str(FIXTURES)])
     assert exit_info.value.code == 2
-    assert "does not fit base model" in capsys.readouterr().err
+    assert "does not fit the base model" in capsys.readouterr().err
 
 
 def test_empty_data_file(tiny_model_dir, tmp_path, capsys):
