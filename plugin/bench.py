@@ -16,6 +16,8 @@ import subprocess
 import sys
 import time
 
+from .errors import UserError, exits_cleanly_on_user_error
+
 METHODS = ["lora", "mplora", "mor", "mor_naive", "loratrf"]
 GENERATE_METHODS = ["lora", "mplora", "mplora_merged", "mor", "loratrf"]
 
@@ -193,12 +195,17 @@ def ratio_table(rows: list[dict], generate: bool) -> str:
     return "\n".join(lines)
 
 
+@exits_cleanly_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.child:
         print(json.dumps(measure(args.child, args)))
         return 0
-    methods = args.methods.split(",") if args.methods else (GENERATE_METHODS if args.generate else METHODS)
+    known = GENERATE_METHODS if args.generate else METHODS
+    methods = args.methods.split(",") if args.methods else known
+    unknown = [m for m in methods if m not in known]
+    if unknown:
+        raise UserError(f"--methods: unknown method '{unknown[0]}'; choose from {', '.join(known)}")
     print(f"{platform.machine()}, hidden {args.hidden}, {args.layers} layers, batch {args.batch} x seq {args.seq}, "
           f"r {args.rank}, N {args.experts}, targets {args.targets}"
           + (f", generating {args.generate} tokens" if args.generate else ""))
@@ -208,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         key, _, values = args.sweep.partition("=")
         if key not in vars(args) or not values:
-            raise SystemExit(f"--sweep {args.sweep}: expected KEY=v1,v2 with KEY one of the size flags")
+            raise UserError(f"--sweep {args.sweep}: expected KEY=v1,v2 with KEY one of the size flags")
         rows = []
         for value in values.split(","):
             block = run_methods(args, methods, {key: int(value)})

@@ -68,7 +68,7 @@ class TrainConfig:
     lora_target_modules: Optional[list[str]] = None  # None: the method's paper defaults
     lora_modules_to_save: Optional[list[str]] = None
     peft_use_rslora: bool = False
-    # method fields (SPEC.md)
+    # method fields (docs/methods.md)
     mplora_num_paths: int = 4
     mplora_orth_weight: float = 0.1
     mplora_orth_start_step: int = 0

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from .adapter_io import load_adapter_strict, read_adapter_config, read_adapter_weights
-from .errors import UserError, exits_cleanly_on_user_error
+from .errors import UserError, exits_cleanly_on_user_error, first_line
 
 EVAL_DIR = Path(__file__).resolve().parent.parent / "eval"
 SUITES_DIR = EVAL_DIR / "suites"  # lm-eval include path: groups and the task YAMLs lm-eval lacks
@@ -31,13 +31,30 @@ LOCAL_SUITES = {
 MATH_TASKS = set(LOCAL_SUITES["math"])
 
 
+def check_task_file(data_file: Path, math: bool) -> None:
+    """Each line must have the fields its template reads: lm-eval would fail deep inside with a traceback."""
+    shape = "{question, answer}" if math else "{question, choices, label}"
+    lines = [line for line in data_file.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    if not lines:
+        raise UserError(f"{data_file} is empty; put one JSON object per line in it, or remove it")
+    for number, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{data_file} line {number} is not JSON ({err.msg}); each line is one {shape} object") from None
+        ok = isinstance(row, dict) and isinstance(row.get("question"), str) and (
+            "answer" in row if math else isinstance(row.get("choices"), list)
+            and isinstance(row.get("label"), int) and 0 <= row["label"] < len(row["choices"]))
+        if not ok:
+            raise UserError(f"{data_file} line {number} is not a {shape} row (label an index into choices)")
+
+
 def write_local_tasks(data_dir: Path, include_dir: Path) -> list[str]:
     """One lm-eval task YAML per ``<task>.jsonl`` in ``data_dir``, from the templates in eval/templates/."""
     names = []
     for data_file in sorted(data_dir.glob("*.jsonl")):
         task = data_file.stem
-        if not data_file.read_text().strip():
-            raise UserError(f"{data_file} is empty; put one JSON object per line in it, or remove it")
+        check_task_file(data_file, task in MATH_TASKS)
         template = "math.yaml" if task in MATH_TASKS else "multiple_choice.yaml"
         text = (TEMPLATES_DIR / template).read_text()
         text = text.replace("{task}", task).replace("{data_file}", str(data_file.resolve()))
@@ -131,9 +148,15 @@ def run_lm_eval(model, tokenizer, tasks: list[str], include_dir: Path, *, limit=
     include = [str(include_dir)] if local_only else [str(SUITES_DIR), str(include_dir)]
     task_manager = TaskManager(include_path=include, include_defaults=not local_only)
     check_task_names(task_manager, tasks)
+    from datasets.exceptions import DatasetNotFoundError
+
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
-    return simple_evaluate(model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=task_manager,
-                           bootstrap_iters=1000, log_samples=True, apply_chat_template=apply_chat_template)
+    try:
+        return simple_evaluate(model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=task_manager,
+                               bootstrap_iters=1000, log_samples=True, apply_chat_template=apply_chat_template)
+    except (ConnectionError, DatasetNotFoundError) as err:
+        raise UserError(f"a task's data could not be fetched from the hub ({first_line(err)}); offline, evaluate "
+                        "local files with --data_dir (e.g. data/eval, see data/README.md)") from None
 
 
 def item_scores(results: dict) -> dict[str, list[float]]:

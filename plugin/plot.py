@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from .eval import check_output_folder
 from .errors import UserError, exits_cleanly_on_user_error
 
 DEFAULT_TEXTS = Path(__file__).resolve().parent.parent / "data" / "eval" / "arc_easy.jsonl"
@@ -26,10 +27,16 @@ def read_telemetry(out_dir: Path) -> list[dict]:
     if not path.is_file():
         return []
     by_step = {}
-    for line in path.read_text().splitlines():  # a resumed run re-logs some steps: keep the last
-        if line.strip():
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    for number, line in enumerate(lines, 1):  # a resumed run re-logs some steps: keep the last
+        try:
             row = json.loads(line)
-            by_step[row["step"]] = row
+        except json.JSONDecodeError:
+            if number == len(lines):  # the line a killed run was writing
+                print(f"note: {path} ends in a half-written line (a killed run?); it is ignored", file=sys.stderr)
+                break
+            raise UserError(f"{path} line {number} is not JSON; was the file edited?") from None
+        by_step[row["step"]] = row
     return [by_step[s] for s in sorted(by_step)]
 
 
@@ -170,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     if not out_dir.is_dir():
         raise UserError(f"output folder not found: {out_dir}")
     dest = Path(args.output or out_dir / "plots")
+    check_output_folder(str(dest), "--output")
     dest.mkdir(parents=True, exist_ok=True)
     rows = read_telemetry(out_dir)
     written = [

@@ -246,3 +246,65 @@ def test_study_run_with_a_misspelt_key_is_refused(tmp_path):
     path.write_text(yaml.safe_dump(study))
     with pytest.raises(UserError, match="study run 'typo': unknown key 'adaptr'; did you mean 'adapter'"):
         load_study(path)
+
+
+# --- eval, plot, bench, study: bad input is one line -----------------------------------------------------------
+
+def test_task_file_of_the_wrong_shape(tiny_model_dir, tmp_path, capsys):
+    (tmp_path / "piqa.jsonl").write_text('{"question": "q", "choices": ["a", "b"], "label": 1}\n{"question": "q", "answer": 2}\n')
+    line = _one_error_line(capsys, lambda: eval_main(["--base", str(tiny_model_dir), "--tasks", "piqa",
+                                                      "--data_dir", str(tmp_path)]))
+    assert "piqa.jsonl line 2 is not a {question, choices, label} row" in line
+
+
+def test_hub_task_while_offline(tiny_model_dir, monkeypatch, capsys):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr("datasets.config.HF_HUB_OFFLINE", True)
+    line = _one_error_line(capsys, lambda: eval_main(["--base", str(tiny_model_dir), "--tasks", "arc_easy", "--limit", "2"]))
+    assert "could not be fetched from the hub" in line and "--data_dir" in line
+
+
+def test_plot_reads_past_a_half_written_telemetry_line(tmp_path, capsys):
+    from plugin.plot import main as plot_main
+
+    rows = [{"step": s, "orth_loss": {"layers.0.q_proj": 0.1 / s}} for s in (1, 2)]
+    (tmp_path / "telemetry.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 3, "orth')
+    assert plot_main([str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert "half-written line" in captured.err and (tmp_path / "plots" / "orthogonality.png").is_file()
+
+
+def test_bench_unknown_method(capsys):
+    from plugin.bench import main as bench_main
+
+    assert "unknown method 'foo'" in _one_error_line(capsys, lambda: bench_main(["--methods", "lora,foo"]))
+
+
+def test_study_output_dir_is_a_file(tmp_path, capsys):
+    import yaml
+
+    from plugin.study import main as study_main
+
+    study = yaml.safe_load((REPO / "configs" / "study_smollm2.yaml").read_text())
+    (tmp_path / "afile").write_text("x")
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({**study, "output_dir": str(tmp_path / "afile")}))
+    assert "is a file" in _one_error_line(capsys, lambda: study_main([str(path)]))
+
+
+def test_ctrl_c_says_where_the_run_resumes(base_cfg, tmp_path):
+    import signal
+    import time
+
+    cfg = write_yaml(tmp_path / "c.yaml", **{**base_cfg, "max_steps": 400, "save_steps": 2})
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "plugin.train", str(cfg)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not (Path(base_cfg["output_dir"]) / "checkpoint-2").is_dir() and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in err
+    assert "error: interrupted; rerun the same command to resume" in err
+    assert not (Path(base_cfg["output_dir"]) / run_dir.LOCK).exists()  # the lock is released

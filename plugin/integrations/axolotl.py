@@ -25,7 +25,7 @@ from ..tuners import METHODS, register
 
 
 class LoRAVariantsArgs(BaseModel):
-    """Our method keys (SPEC.md fields); unset keys take the methods' defaults."""
+    """Our method keys (docs/methods.md fields); unset keys take the methods' defaults."""
 
     mplora_num_paths: Optional[int] = Field(default=None, description="MPLoRA: number of paths n (default 4)")
     mplora_orth_weight: Optional[float] = Field(default=None, description="MPLoRA: orthogonality weight (default 0.1)")
