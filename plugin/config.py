@@ -295,7 +295,10 @@ def parse_override(args: list[str]) -> dict:
                 raise UserError(f"override {arg} needs a value, e.g. {arg} 16")
             i += 1
             value = args[i]
-        out[key.replace("-", "_")] = yaml.safe_load(value)
+        try:
+            out[key.replace("-", "_")] = yaml.safe_load(value)
+        except yaml.YAMLError:  # not a YAML scalar (a Jinja template, say): the text itself
+            out[key.replace("-", "_")] = value
         i += 1
     return out
 

@@ -219,3 +219,8 @@ def test_dataset_keys_validate(tmp_path):
     ok = write_yaml(tmp_path / "d.yaml", datasets=[{"path": "x.jsonl", "type": "sharegpt", "train_on_eos": "last",
                                                    "message_property_mappings": {"role": "from"}}])
     assert load_config(ok).datasets[0].message_property_mappings == {"role": "from"}
+
+
+def test_assistant_only_chat_trains_its_turn(smol):
+    ids, labels = tokenize_conversation(smol, [{"role": "assistant", "content": "Just me."}], LabelPolicy())
+    assert trained(ids, labels) == expected(smol, ["Just me."], smol.eos_token_id, [True])

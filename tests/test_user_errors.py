@@ -87,6 +87,10 @@ CASES = [
     ("output_dir is a file", {}, "exists and is a file", _output_is_file),
     ("unknown scheduler", {"lr_scheduler": "zigzag"}, "zigzag", None),
     ("4-bit without bitsandbytes", {"load_in_4bit": True}, "load_in_4bit/load_in_8bit need bitsandbytes", None),
+    ("report_to without its package", {"report_to": "dvclive"}, "requires dvclive to be installed", None),
+    ("broken chat template", {"chat_template": "{% for m in messages %}{{ m.content }"}, "row 0: the chat template failed on it", None),
+    ("every row longer than sequence_len", {"sequence_len": 8}, "no row keeps a trained token within sequence_len 8", None),
+    ("resume from a non-checkpoint folder", {"resume_from_checkpoint": "__TMP__"}, "no readable trainer_state.json", None),
 ]
 
 
@@ -95,6 +99,7 @@ def test_user_error_is_one_clear_line(tmp_path, base_cfg, capsys, monkeypatch, n
     if name == "4-bit without bitsandbytes":
         monkeypatch.setitem(sys.modules, "bitsandbytes", None)
         setup = None
+    change = {k: str(tmp_path) if v == "__TMP__" else v for k, v in change.items()}
     cfg = _prepare(tmp_path, base_cfg, change, setup)
     before = sorted(p.name for p in tmp_path.rglob("*"))
     cfg_file = write_yaml(tmp_path / "cfg.yaml", **cfg)
