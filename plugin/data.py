@@ -220,7 +220,7 @@ def tokenize_dataset(raw: Dataset, spec: DatasetSpec, tokenizer, policy: LabelPo
     dropped = [i for i, p in enumerate(problems) if p == "drop"]
     bad = next((i for i, p in enumerate(problems) if p and p != "drop"), None)
     if bad is not None:
-        raise UserError(f"dataset {spec.path} row {bad}: {problems[bad]}")
+        raise UserError(f"dataset {spec.path} row {bad} (counting from 0): {problems[bad]}")
     if len(dropped) == len(data):
         raise UserError(f"dataset {spec.path}: no row keeps a trained token within sequence_len {max_length}; "
                         "raise sequence_len or check roles_to_train")

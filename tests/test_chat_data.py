@@ -5,6 +5,7 @@ transformers' own assistant mask from a ``{% generation %}``-tagged template.
 """
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -156,17 +157,17 @@ def test_axolotl_field_messages_and_property_mappings(smol, tmp_path):
 
 
 @pytest.mark.parametrize("messages, message", [
-    ([{"role": "user", "content": "hi"}], "row 1: no assistant turn to train on"),
-    ([{"role": "robot", "content": "hi"}, {"role": "assistant", "content": "x"}], "row 1: message 0 has unknown role 'robot'"),
-    ([], "row 1: 'messages' is an empty conversation"),
-    ([{"role": "user", "content": 3}, {"role": "assistant", "content": "x"}], "row 1: message 0 (user) has no text"),
+    ([{"role": "user", "content": "hi"}], "row 1 (counting from 0): no assistant turn to train on"),
+    ([{"role": "robot", "content": "hi"}, {"role": "assistant", "content": "x"}], "row 1 (counting from 0): message 0 has unknown role 'robot'"),
+    ([], "row 1 (counting from 0): 'messages' is an empty conversation"),
+    ([{"role": "user", "content": 3}, {"role": "assistant", "content": "x"}], "row 1 (counting from 0): message 0 (user) has no text"),
 ])
 def test_bad_rows_are_named(smol, tmp_path, messages, message):
     path = tmp_path / "bad.jsonl"
     good = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}
     path.write_text(json.dumps(good) + "\n" + json.dumps({"messages": messages}) + "\n")
     spec = DatasetSpec(path=str(path))
-    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(UserError, match=re.escape(message)):
         tokenize_dataset(_load_raw(spec), spec, smol, LabelPolicy(), 256)
 
 
