@@ -75,7 +75,7 @@ def test_failed_run_stops_the_study_with_one_line(tmp_path, tiny_model_dir, caps
     study = yaml.safe_load(STUDY.read_text())
     study.update(base_model=str(tiny_model_dir), output_dir=str(tmp_path / "study"), seeds=[1],
                  train_tasks=["piqa"], train_items=4, eval_tasks=["piqa"], eval_items=2, target_sets=["shared"],
-                 runs=[{"name": "broken", "adapter": "mor", "mor_num_experts": 0}])
+                 runs=[{"name": "broken", "adapter": "mor", "chat_template": "{% for m in messages %}"}])  # fails only when run
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
     with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path / "study.yaml")])
