@@ -59,13 +59,15 @@ class TrainConfig:
     tokenizer: Optional[str] = None
     load_in_4bit: bool = False
     load_in_8bit: bool = False
-    chat_template: Optional[str] = None  # None: the tokenizer's own; "chatml"; or a Jinja template
+    chat_template: Optional[str] = None  # None: the tokenizer's own; a name (chatml, llama3, qwen3, ...) or Jinja text
+    chat_template_jinja: Optional[str] = None  # the Jinja text for chat_template: jinja (Axolotl)
     # adapter (shared with peft.LoraConfig)
     adapter: Literal["lora", "mplora", "mor", "loratrf"] = "lora"
     lora_r: int = 8
     lora_alpha: float = 16
     lora_dropout: float = 0.0
-    lora_target_modules: Optional[list[str]] = None  # None: the method's paper defaults
+    lora_target_modules: Optional[list[str]] = None  # None: the method's paper defaults; all-linear: every linear
+    lora_target_linear: bool = False  # Axolotl: adapt every linear layer (= lora_target_modules: all-linear)
     lora_modules_to_save: Optional[list[str]] = None
     peft_use_rslora: bool = False
     # method fields (docs/methods.md)
@@ -233,7 +235,15 @@ def _build(cls: type, raw: dict, where: str = "") -> Any:
 
 def _canonical_keys(raw: dict) -> dict:
     out: dict[str, Any] = {}
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
     for key, value in raw.items():
+        if value is None and key not in known and ALIASES.get(key) not in known:
+            continue  # upstream files leave unused keys empty (lora_model_dir:): empty means absent
+        if key == "adapter" and value == "qlora":  # Axolotl: LoRA on a 4-bit base
+            if raw.get("load_in_8bit"):
+                raise UserError("adapter: qlora means a 4-bit base, but load_in_8bit is true; drop one")
+            out["load_in_4bit"] = True
+            value = "lora"
         if key == "quantization_bit":  # LLaMA-Factory
             if value not in (4, 8):
                 raise UserError(f"quantization_bit must be 4 or 8, got {value!r}")
@@ -241,7 +251,7 @@ def _canonical_keys(raw: dict) -> dict:
         elif key == "stage" and value == "sft":  # LLaMA-Factory; the only stage this trainer runs
             continue
         key = ALIASES.get(key, key)
-        if key in out:
+        if key in out and out[key] != value:
             raise UserError(f"'{key}' is given twice (directly and through an alias); keep one")
         out[key] = value
     return out
@@ -269,6 +279,11 @@ def _check_values(cfg: TrainConfig, explicit_keys: list[str]) -> None:
         raise UserError(f"val_set_size must be >= 0, got {cfg.val_set_size}")
     if not cfg.datasets:
         raise UserError("no datasets: add a 'datasets:' list, e.g. [{path: data/demo/chat.jsonl, type: messages}]")
+    from . import chat_templates  # its own module: the registry of names
+
+    chat_templates.check_name(cfg.chat_template, cfg.chat_template_jinja)
+    if cfg.lora_target_linear or cfg.lora_target_modules in (["all"], ["all_linear"]):  # Axolotl / LLaMA-Factory
+        cfg.lora_target_modules = ["all-linear"]
     for number, spec in enumerate(cfg.datasets):
         known = list(spec.roles or CHAT_ROLES)
         unknown = [r for r in spec.roles_to_train if r not in known]

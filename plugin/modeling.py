@@ -10,16 +10,11 @@ import torch
 from peft import LoraConfig, PeftConfig
 from torch import nn
 
+from . import chat_templates
 from .config import EMBEDDED_MODEL, TrainConfig
 from .errors import UserError
 from .tuners import METHODS
 from .tuners.base import in_out_features
-
-CHATML_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
 
 def resolve_model_path(name: str) -> str:
     if name == EMBEDDED_MODEL:
@@ -35,17 +30,17 @@ def _load_error(what: str, name: str, err: Exception) -> UserError:
     return UserError(f"cannot load {what} '{name}': {where}")
 
 
-def load_tokenizer(name: str, chat_template: str | None = None):
+def load_tokenizer(name: str, chat_template: str | None = None, chat_template_jinja: str | None = None):
+    """The tokenizer, with ``chat_template`` (a name or Jinja text, see ``chat_templates``) if given."""
     from transformers import AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name))
     except (OSError, ValueError) as err:
         raise _load_error("tokenizer", name, err) from None
-    if chat_template == "chatml":
-        tokenizer.chat_template = CHATML_TEMPLATE
-    elif chat_template not in (None, "tokenizer_default"):
-        tokenizer.chat_template = chat_template
+    template = chat_templates.resolve(chat_template, chat_template_jinja)
+    if template is not None:
+        tokenizer.chat_template = template
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -138,7 +133,9 @@ def peft_config_from_keys(keys: dict) -> PeftConfig:
         value = keys.get(name)
         return defaults[name] if value is None else value
 
-    targets = "all-linear" if keys.get("lora_target_linear") else get("lora_target_modules")
+    targets = get("lora_target_modules")
+    if keys.get("lora_target_linear") or targets in (["all-linear"], ["all"], ["all_linear"]):
+        targets = "all-linear"  # PEFT's own shorthand: every linear layer but the output head
     common = dict(
         r=get("lora_r"),
         lora_alpha=get("lora_alpha"),

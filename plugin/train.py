@@ -93,7 +93,7 @@ def train(cfg: TrainConfig) -> Path:
     run = run_dir.plan(cfg, config)
     check_eval_section(cfg)
     peft_config = build_peft_config(cfg)
-    tokenizer = load_tokenizer(cfg.tokenizer or cfg.base_model, cfg.chat_template)
+    tokenizer = load_tokenizer(cfg.tokenizer or cfg.base_model, cfg.chat_template, cfg.chat_template_jinja)
     train_data, eval_data = load_training_data(cfg, tokenizer)
     bf16 = resolve_bf16(cfg)
     model = load_base_model(

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from plugin.config import load_config
+from plugin.errors import UserError
 
 CONFIGS = sorted(p for p in (Path(__file__).resolve().parent.parent / "configs").glob("*.yaml")
                  if not p.name.startswith("study_"))  # study configs: tests/test_study.py
@@ -22,3 +23,71 @@ def test_paper_setups_match_the_papers():
     assert mor.micro_batch_size * mor.gradient_accumulation_steps == 8 and mor.sequence_len == 1024
     trf = load_config(CONFIGS[0].parent / "loratrf_llama7b.yaml")
     assert trf.lora_r == 32 and trf.lora_target_modules == ["o_proj", "up_proj", "down_proj"]
+
+
+# --- upstream meanings of chat_template names, targets and adapter: qlora (issue: peer YAMLs) ------------------
+
+def _cfg(tmp_path, **keys):
+    from .helpers import write_yaml
+
+    return load_config(write_yaml(tmp_path / "c.yaml", datasets=[{"path": "x.jsonl"}], **keys))
+
+
+def test_named_chat_templates_resolve_to_templates_never_to_the_name(tmp_path):
+    import trl
+
+    from plugin import chat_templates
+
+    trl_dir = Path(trl.__file__).parent / "chat_templates"
+    assert chat_templates.resolve("llama3") == (trl_dir / "llama3.jinja").read_text()
+    assert chat_templates.resolve("qwen3_nothink") == (trl_dir / "qwen3.jinja").read_text()
+    assert chat_templates.resolve("tokenizer_default") is None
+    assert chat_templates.resolve("jinja", "{{ messages }}") == "{{ messages }}"
+    with pytest.raises(UserError, match="chat_template 'llama9' is not a known template name; use one of .*llama3"):
+        _cfg(tmp_path, chat_template="llama9")
+    with pytest.raises(UserError, match="chat_template: jinja needs the template text in chat_template_jinja"):
+        _cfg(tmp_path, chat_template="jinja")
+
+
+@pytest.mark.parametrize("name", ["llama2", "mistral", "llama3", "chatml"])
+def test_named_templates_train_every_answer(name):
+    from transformers import AutoTokenizer
+
+    from plugin import chat_templates
+    from plugin.chat_labels import IGNORE, LabelPolicy, tokenize_conversation
+    from plugin.embedded import embedded_model_path
+
+    tok = AutoTokenizer.from_pretrained(embedded_model_path())
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello there"}, {"role": "user", "content": "Bye"},
+            {"role": "assistant", "content": "See you"}]
+    ids, labels = tokenize_conversation(tok, chat, LabelPolicy(train_on_eos="none"),
+                                        template=chat_templates.resolve(name))
+    trained = tok.decode([t for t, label in zip(ids, labels) if label != IGNORE])
+    assert trained.replace(" ", "") == "HellothereSeeyou"
+
+
+def test_axolotl_and_llama_factory_targets_and_qlora(tmp_path):
+    from plugin.modeling import build_peft_config
+
+    for keys in ({"lora_target_linear": True}, {"lora_target": "all"}):
+        cfg = _cfg(tmp_path, adapter="mor", **keys)
+        assert build_peft_config(cfg).target_modules == "all-linear"
+    qlora = _cfg(tmp_path, adapter="qlora", lora_model_dir=None)  # empty upstream keys mean absent
+    assert (qlora.adapter, qlora.load_in_4bit) == ("lora", True)
+    with pytest.raises(UserError, match="adapter: qlora means a 4-bit base"):
+        _cfg(tmp_path, adapter="qlora", load_in_8bit=True)
+
+
+def test_all_linear_wraps_every_linear_layer_with_our_method():
+    from peft import get_peft_model
+
+    from plugin.config import load_config
+    from plugin.modeling import build_peft_config
+
+    from .conftest import tiny_llama
+
+    cfg = load_config(None, {"datasets": [{"path": "x.jsonl"}], "adapter": "mor", "lora_target_linear": True})
+    model = get_peft_model(tiny_llama(), build_peft_config(cfg))
+    wrapped = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if hasattr(m, "mor_A")}
+    assert wrapped == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
