@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from . import peer_keys
 from .errors import UserError
 
 ADAPTERS = ("lora", "mplora", "mor", "loratrf")
@@ -85,6 +87,7 @@ class TrainConfig:
     sequence_len: int = 1024
     sample_packing: bool = False
     train_on_inputs: bool = False  # False: loss on the roles_to_train turns only; true: on every token
+    max_samples: Optional[int] = None  # LLaMA-Factory: rows taken from each dataset without its own max_samples
     dataset_processes: Optional[int] = None  # processes tokenising the data; default: all cores for >= 20k rows
     # optimisation
     micro_batch_size: int = 1
@@ -151,7 +154,7 @@ def _type_name(tp: Any) -> str:
 
 
 def _suggest(key: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    close = [c for c in difflib.get_close_matches(key, known, n=3, cutoff=0.6) if peer_keys.hint_allowed(key, c)]
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
@@ -223,6 +226,11 @@ def _build(cls: type, raw: dict, where: str = "") -> Any:
     for key, value in raw.items():
         key = str(key)
         label = f"{where}.{key}" if where else key
+        if key not in hints and not where:  # another tool's top-level key
+            if key in peer_keys.REFUSED:
+                raise UserError(f"{key}: {peer_keys.REFUSED[key]}")
+            if key in peer_keys.IGNORED:
+                continue
         if key not in hints:
             raise UserError(f"unknown key '{label}'{_suggest(key, names)}")
         kwargs[key] = _coerce(value, hints[key], label)
@@ -285,6 +293,8 @@ def _check_values(cfg: TrainConfig, explicit_keys: list[str]) -> None:
     if cfg.lora_target_linear or cfg.lora_target_modules in (["all"], ["all_linear"]):  # Axolotl / LLaMA-Factory
         cfg.lora_target_modules = ["all-linear"]
     for number, spec in enumerate(cfg.datasets):
+        if spec.max_samples is None:
+            spec.max_samples = cfg.max_samples
         known = list(spec.roles or CHAT_ROLES)
         unknown = [r for r in spec.roles_to_train if r not in known]
         if unknown:
@@ -334,6 +344,9 @@ def load_config(path: str | os.PathLike | None, overrides: dict | None = None) -
         if not isinstance(raw, dict):
             raise UserError(f"{p} must hold a mapping of keys, got {type(raw).__name__}")
     raw = {**_canonical_keys(raw), **_canonical_keys(overrides or {})}
+    ignored = sorted(k for k in raw if k in peer_keys.IGNORED)
+    if ignored:
+        print(f"note: ignoring keys that do not change training here: {', '.join(ignored)}", file=sys.stderr)
     cfg = _build(TrainConfig, raw)
     _check_values(cfg, list(raw))
     return cfg

@@ -91,3 +91,13 @@ def test_all_linear_wraps_every_linear_layer_with_our_method():
     model = get_peft_model(tiny_llama(), build_peft_config(cfg))
     wrapped = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if hasattr(m, "mor_A")}
     assert wrapped == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+
+
+def test_peer_keys_ignored_with_a_notice_refused_with_the_way_out(tmp_path, capsys):
+    cfg = _cfg(tmp_path, wandb_project="p", strict=False, max_samples=5)
+    assert "note: ignoring keys that do not change training here: strict, wandb_project" in capsys.readouterr().err
+    assert cfg.datasets[0].max_samples == 5  # LLaMA-Factory's top-level max_samples, not a typo of max_steps
+    with pytest.raises(UserError, match="deepspeed: DeepSpeed is configured by accelerate: launch with accelerate"):
+        _cfg(tmp_path, deepspeed="ds_z3.json")
+    with pytest.raises(UserError, match="lora_model_dir: continuing from a saved adapter is not supported"):
+        _cfg(tmp_path, lora_model_dir="old/adapter")

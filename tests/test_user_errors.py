@@ -87,6 +87,7 @@ CASES = [
     ("output_dir is a file", {}, "exists and is a file", _output_is_file),
     ("unknown scheduler", {"lr_scheduler": "zigzag"}, "zigzag", None),
     ("4-bit without bitsandbytes", {"load_in_4bit": True}, "load_in_4bit/load_in_8bit need bitsandbytes", None),
+    ("deepspeed in the YAML", {"deepspeed": "ds.json"}, "deepspeed: DeepSpeed is configured by accelerate", None),
     ("report_to without its package", {"report_to": "dvclive"}, "requires dvclive to be installed", None),
     ("broken chat template", {"chat_template": "{% for m in messages %}{{ m.content }"}, "row 0 (counting from 0): the chat template failed on it", None),
     ("every row longer than sequence_len", {"sequence_len": 8}, "no row keeps a trained token within sequence_len 8", None),

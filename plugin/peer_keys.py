@@ -1,0 +1,40 @@
+"""Keys of Axolotl and LLaMA-Factory YAMLs that are not ours: which are ignored (with one notice), which are refused
+(with the real reason), and which close-looking names must not be suggested for one another.
+
+Kept apart from the schema: these tables describe other tools' files, not this package's keys.
+"""
+
+from __future__ import annotations
+
+# cannot change what is trained: logging, caching, speed-only kernels, dataloader workers
+IGNORED = {
+    "wandb_project", "wandb_entity", "wandb_watch", "wandb_name", "wandb_log_model", "wandb_run_id", "mlflow_tracking_uri",
+    "strict", "tf32", "dataset_prepared_path", "dataloader_num_workers", "dataloader_pin_memory",
+    "dataloader_prefetch_factor", "plot_loss", "loss_watchdog_threshold", "loss_watchdog_patience", "ddp_timeout",
+    "lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "liger_rope", "liger_rms_norm", "liger_glu_activation",
+    "liger_layer_norm", "liger_fused_linear_cross_entropy", "cut_cross_entropy", "xformers_attention",
+    "sdp_attention", "flash_attention", "flash_attn_cross_entropy", "flash_attn_rms_norm", "flash_attn_fuse_qkv",
+    "flash_attn_fuse_mlp", "logging_dir", "overwrite_cache", "plugins", "save_safetensors", "ddp_find_unused_parameters", "do_train", "auto_find_batch_size", "save_only_model",
+    "use_tensorboard", "hub_model_id", "push_to_hub", "hub_strategy", "include_tokens_per_second",
+}
+# belongs elsewhere or cannot be honoured: the way out is in the message
+REFUSED = {
+    "deepspeed": "DeepSpeed is configured by accelerate: launch with accelerate launch --config_file YOUR_DS_CONFIG "
+                 "-m plugin.train CONFIG",
+    "fsdp": "FSDP is configured by accelerate: launch with accelerate launch --config_file YOUR_FSDP_CONFIG "
+            "-m plugin.train CONFIG",
+    "fsdp_config": "FSDP is configured by accelerate: launch with accelerate launch --config_file YOUR_FSDP_CONFIG "
+                   "-m plugin.train CONFIG",
+    "lora_model_dir": "continuing from a saved adapter is not supported here; resume an interrupted run with "
+                      "resume_from_checkpoint: auto, or evaluate a saved adapter with python -m plugin.eval --adapter",
+    "rl": "preference training (DPO, ORPO, KTO, ...) is not supported: plugin.train runs supervised fine-tuning",
+    "image_max_pixels": "vision-language training is not supported: plugin.train trains causal language models",
+    "processor_type": "vision-language training is not supported: plugin.train trains causal language models",
+    "gptq": "pre-quantised GPTQ/AWQ bases are not supported: use a full-precision base with load_in_4bit: true",
+}
+# pairs that string similarity would wrongly connect
+NOT_HINTS = {("deepspeed", "seed"), ("lora_model_dir", "loratrf_mode")}
+
+
+def hint_allowed(key: str, suggestion: str) -> bool:
+    return (key, suggestion) not in NOT_HINTS
