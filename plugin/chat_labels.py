@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 IGNORE = -100
-# end-of-turn markers of common templates; the tokenizer's eos_token is tried first
+# end-of-turn markers of common templates, besides the tokenizer's eos_token
 _END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "</s>")
 
 
@@ -41,12 +41,10 @@ def _render(tokenizer, conversations: list[list[dict]], add_generation_prompt: b
 
 
 def _end_of_turn(text: str, start: int, end: int, markers: tuple[str, ...]) -> tuple[int, int]:
-    """The last end-of-turn marker in text[start:end] as (begin, end), or an empty span at ``end``."""
-    for marker in markers:
-        at = text.rfind(marker, start, end)
-        if at >= 0:
-            return at, at + len(marker)
-    return end, end
+    """The first end-of-turn marker in text[start:end] as (begin, end), or an empty span at ``end``. The first, not
+    the last: some templates close the whole chat with one more token after the last turn's own marker (Phi-3)."""
+    found = [(at, at + len(m)) for m in markers if (at := text.find(m, start, end)) >= 0]
+    return min(found) if found else (end, end)
 
 
 def turn_spans(tokenizer, messages: list[dict], template: str | None = None,
@@ -59,6 +57,8 @@ def turn_spans(tokenizer, messages: list[dict], template: str | None = None,
     markers = tuple(dict.fromkeys(m for m in (tokenizer.eos_token, *_END_OF_TURN) if m))
     spans, start = [], 0
     for i, (message, prefix) in enumerate(zip(messages, prefixes)):
+        if tokenizer.eos_token and prefix.endswith(tokenizer.eos_token) and not text.startswith(prefix):
+            prefix = prefix[: -len(tokenizer.eos_token)]  # templates that close only the whole chat (Phi-3)
         end = len(prefix)
         if not text.startswith(prefix) or end < start:
             raise RowProblem("the chat template renders earlier turns differently once later turns follow, so the "

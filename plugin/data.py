@@ -17,7 +17,7 @@ from pathlib import Path
 
 from datasets import Dataset, concatenate_datasets, load_dataset, load_from_disk
 
-from .chat_labels import IGNORE, LabelPolicy, RowProblem, label_tokens, render_with_trained_ranges
+from .chat_labels import IGNORE, LabelPolicy, RowProblem, label_tokens, render_with_trained_ranges, turn_spans
 from .config import DatasetSpec, TrainConfig
 from .errors import UserError, first_line
 
@@ -237,16 +237,27 @@ def label_policy(spec: DatasetSpec, train_on_inputs: bool) -> LabelPolicy:
     return LabelPolicy(tuple(spec.roles_to_train), spec.train_on_eos, train_on_inputs)
 
 
-def training_template(tokenizer) -> str | None:
-    """TRL's prefix-preserving training version of a template that re-renders past turns (Qwen3 and friends),
-    where TRL has one; None keeps the tokenizer's own."""
-    from trl.chat_template_utils import get_training_chat_template, is_chat_template_prefix_preserving
+# a chat with every common role, to see whether a template renders each turn the same once later turns follow
+_PROBE = [{"role": "system", "content": "S"}, {"role": "user", "content": "U1"}, {"role": "assistant", "content": "A1"},
+          {"role": "user", "content": "U2"}, {"role": "assistant", "content": "A2"}]
 
-    try:
-        if is_chat_template_prefix_preserving(tokenizer):
+
+def training_template(tokenizer) -> str | None:
+    """None keeps the tokenizer's template; for one that re-renders past turns (Qwen3 drops past reasoning), TRL's
+    prefix-preserving training version, where TRL has one (rows are still checked one by one)."""
+    from trl.chat_template_utils import get_training_chat_template
+
+    for probe in (_PROBE, _PROBE[1:]):  # some templates (Gemma) refuse a system turn
+        try:
+            turn_spans(tokenizer, probe)
             return None
+        except RowProblem:  # not prefix-preserving
+            break
+        except Exception:
+            continue
+    try:
         return get_training_chat_template(tokenizer)
-    except Exception:  # a template TRL does not know or cannot probe with a tool call: rows are checked one by one
+    except Exception:  # a template TRL does not know
         return None
 
 

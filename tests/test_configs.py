@@ -49,22 +49,35 @@ def test_named_chat_templates_resolve_to_templates_never_to_the_name(tmp_path):
         _cfg(tmp_path, chat_template="jinja")
 
 
-@pytest.mark.parametrize("name", ["llama2", "mistral", "llama3", "chatml"])
+# the turn markers of these families, special tokens in their own tokenizers (SmolLM2's lacks them)
+MARKERS = ["<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>", "<|begin_of_text|>", "<start_of_turn>",
+           "<end_of_turn>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>", "<think>", "</think>"]
+
+
+@pytest.mark.parametrize("name", ["chatml", "llama2", "mistral", "llama3", "gemma", "phi3", "qwen2_5", "qwen3"])
 def test_named_templates_train_every_answer(name):
+    """TRL's shipped templates (and ours): every answer trained, nothing else, each turn's end marker per option."""
     from transformers import AutoTokenizer
 
     from plugin import chat_templates
     from plugin.chat_labels import IGNORE, LabelPolicy, tokenize_conversation
+    from plugin.data import training_template
     from plugin.embedded import embedded_model_path
 
     tok = AutoTokenizer.from_pretrained(embedded_model_path())
-    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-            {"role": "assistant", "content": "Hello there"}, {"role": "user", "content": "Bye"},
-            {"role": "assistant", "content": "See you"}]
-    ids, labels = tokenize_conversation(tok, chat, LabelPolicy(train_on_eos="none"),
-                                        template=chat_templates.resolve(name))
-    trained = tok.decode([t for t, label in zip(ids, labels) if label != IGNORE])
-    assert trained.replace(" ", "") == "HellothereSeeyou"
+    tok.add_special_tokens({"additional_special_tokens": MARKERS})
+    tok.chat_template = chat_templates.resolve(name)
+    chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there"},
+            {"role": "user", "content": "Bye"}, {"role": "assistant", "content": "See you"}]
+    template = training_template(tok)  # Qwen3 re-renders past turns: TRL's training version
+    assert (template is not None) == (name == "qwen3")
+    ids, labels = tokenize_conversation(tok, chat, LabelPolicy(train_on_eos="none"), template=template)
+    trained = tok.decode([t for t, label in zip(ids, labels) if label != IGNORE]).replace(" ", "")
+    think = "<think>\n\n</think>\n\n" if name == "qwen3" else ""  # Qwen3 writes an empty thought first
+    assert trained == f"{think}Hellothere{think}Seeyou"
+    ids, labels = tokenize_conversation(tok, chat, LabelPolicy(train_on_eos="turn"), template=template)
+    ends = [t for t, label in zip(ids, labels) if label != IGNORE and t in tok.all_special_ids]
+    assert len(ends) == 2 + 4 * (name == "qwen3") and len(set(ends) - set(tok.convert_tokens_to_ids(["<think>", "</think>"]))) == 1
 
 
 def test_axolotl_and_llama_factory_targets_and_qlora(tmp_path):
