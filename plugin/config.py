@@ -37,6 +37,12 @@ class DatasetSpec:
     roles: Optional[dict[str, list[str]]] = None  # our role -> the data's names, e.g. {assistant: [gpt, bot]}
     roles_to_train: list[str] = field(default_factory=lambda: ["assistant"])
     train_on_eos: Literal["turn", "last", "all", "none"] = "turn"  # which end-of-turn tokens are trained
+    # alpaca columns (Axolotl's names); history: earlier [prompt, answer] pairs, trained too (LLaMA-Factory)
+    field_instruction: str = "instruction"
+    field_input: str = "input"
+    field_output: str = "output"
+    field_system: Optional[str] = None
+    field_history: Optional[str] = None
     max_samples: Optional[int] = None
 
 
@@ -61,6 +67,7 @@ class TrainConfig:
     tokenizer: Optional[str] = None
     load_in_4bit: bool = False
     load_in_8bit: bool = False
+    trust_remote_code: bool = False  # run the model repo's own code (as transformers' flag)
     chat_template: Optional[str] = None  # None: the tokenizer's own; a name (chatml, llama3, qwen3, ...) or Jinja text
     chat_template_jinja: Optional[str] = None  # the Jinja text for chat_template: jinja (Axolotl)
     # adapter (shared with peft.LoraConfig)
@@ -256,8 +263,14 @@ def _canonical_keys(raw: dict) -> dict:
             if value not in (4, 8):
                 raise UserError(f"quantization_bit must be 4 or 8, got {value!r}")
             key, value = f"load_in_{value}bit", True
-        elif key == "stage" and value == "sft":  # LLaMA-Factory; the only stage this trainer runs
-            continue
+        elif key == "stage":  # LLaMA-Factory
+            if value == "sft":  # the only stage this trainer runs
+                continue
+            raise UserError(f"stage: {value}: only supervised fine-tuning (stage: sft) runs here")
+        elif key == "quantization_method":  # LLaMA-Factory; bitsandbytes is what load_in_4bit/8bit use
+            if value == "bnb":
+                continue
+            raise UserError(f"quantization_method: {value}: only bnb (bitsandbytes) quantisation is supported")
         key = ALIASES.get(key, key)
         if key in out and out[key] != value:
             raise UserError(f"'{key}' is given twice (directly and through an alias); keep one")
@@ -344,6 +357,13 @@ def load_config(path: str | os.PathLike | None, overrides: dict | None = None) -
         if not isinstance(raw, dict):
             raise UserError(f"{p} must hold a mapping of keys, got {type(raw).__name__}")
     raw = {**_canonical_keys(raw), **_canonical_keys(overrides or {})}
+    if raw.get("dataset") is not None:  # LLaMA-Factory: names in dataset_dir/dataset_info.json
+        if raw.get("datasets"):
+            raise UserError("both dataset (LLaMA-Factory names) and datasets are set; keep one")
+        from .llamafactory import registry_datasets
+
+        raw["datasets"] = registry_datasets(raw.pop("dataset"), raw.pop("dataset_dir", None) or "data")
+    raw.pop("dataset_dir", None)
     ignored = sorted(k for k in raw if k in peer_keys.IGNORED)
     if ignored:
         print(f"note: ignoring keys that do not change training here: {', '.join(ignored)}", file=sys.stderr)

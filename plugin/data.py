@@ -131,12 +131,14 @@ def normalise_messages(raw, fmt: ChatFormat, policy: LabelPolicy) -> list[dict]:
     return messages
 
 
-def _alpaca_messages(row: dict) -> list[dict]:
-    prompt = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
-    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": row["output"]}]
-
-
-REQUIRED_COLUMNS = {"alpaca": ("instruction", "output"), "text": ("text",)}
+def _alpaca_messages(row: dict, spec: DatasetSpec) -> list[dict]:
+    """Instruction (+ input) -> output, after the system prompt and earlier [prompt, answer] pairs if given."""
+    messages = [{"role": "system", "content": row[spec.field_system]}] if spec.field_system and row.get(spec.field_system) else []
+    for prompt, answer in (row.get(spec.field_history) or []) if spec.field_history else []:
+        messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+    extra = row.get(spec.field_input)
+    prompt = row[spec.field_instruction] + (f"\n\n{extra}" if extra else "")
+    return [*messages, {"role": "user", "content": prompt}, {"role": "assistant", "content": row[spec.field_output]}]
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,8 @@ class Preparation:
     def text_and_ranges(self, row: dict) -> tuple[str, list[tuple[int, int]]]:
         """A chat or alpaca row rendered, with the character ranges that are trained."""
         if self.spec.type == "alpaca":
-            return render_with_trained_ranges(self.tokenizer, _alpaca_messages(row), self.policy, self.template)
+            return render_with_trained_ranges(self.tokenizer, _alpaca_messages(row, self.spec), self.policy,
+                                              self.template)
         messages = normalise_messages(row[self.fmt.column], self.fmt, self.policy)
         tools = row.get("tools")  # OpenAI / ShareGPT tool schemas, a list or its JSON text
         tools = json.loads(tools) if isinstance(tools, str) else tools
@@ -201,7 +204,7 @@ def tokenize_dataset(raw: Dataset, spec: DatasetSpec, tokenizer, policy: LabelPo
                      template: str | None = None, num_proc: int | None = None) -> Dataset:
     """Rows -> ``input_ids`` + ``labels``, truncated to ``max_length``; bad rows stop it, untrainable ones are
     dropped and counted (as TRL and Axolotl drop them, but said)."""
-    required = REQUIRED_COLUMNS.get(spec.type)
+    required = {"alpaca": (spec.field_instruction, spec.field_output), "text": ("text",)}.get(spec.type)
     fmt = None if required else ChatFormat.of(spec, raw.column_names)
     missing = [c for c in (required or (fmt.column,)) if c not in raw.column_names]
     if missing:

@@ -30,12 +30,13 @@ def _load_error(what: str, name: str, err: Exception) -> UserError:
     return UserError(f"cannot load {what} '{name}': {where}")
 
 
-def load_tokenizer(name: str, chat_template: str | None = None, chat_template_jinja: str | None = None):
+def load_tokenizer(name: str, chat_template: str | None = None, chat_template_jinja: str | None = None,
+                   trust_remote_code: bool = False):
     """The tokenizer, with ``chat_template`` (a name or Jinja text, see ``chat_templates``) if given."""
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name))
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         raise _load_error("tokenizer", name, err) from None
     template = chat_templates.resolve(chat_template, chat_template_jinja)
@@ -64,7 +65,8 @@ def quantization_config(load_in_4bit: bool, load_in_8bit: bool, compute_dtype: t
     )
 
 
-def load_base_model(name: str, *, load_in_4bit=False, load_in_8bit=False, bf16=False, gradient_checkpointing=False):
+def load_base_model(name: str, *, load_in_4bit=False, load_in_8bit=False, bf16=False, gradient_checkpointing=False,
+                    trust_remote_code=False):
     """Load a causal LM; quantized backbones get PEFT's k-bit training preparation."""
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM
@@ -72,7 +74,8 @@ def load_base_model(name: str, *, load_in_4bit=False, load_in_8bit=False, bf16=F
     dtype = torch.bfloat16 if bf16 else torch.float32
     quant = quantization_config(load_in_4bit, load_in_8bit, dtype)
     try:
-        model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name), dtype=dtype, quantization_config=quant)
+        model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name), dtype=dtype, quantization_config=quant,
+                                                     trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         raise _load_error("base_model", name, err) from None
     if quant is not None:

@@ -93,7 +93,8 @@ def train(cfg: TrainConfig) -> Path:
     run = run_dir.plan(cfg, config)
     check_eval_section(cfg)
     peft_config = build_peft_config(cfg)
-    tokenizer = load_tokenizer(cfg.tokenizer or cfg.base_model, cfg.chat_template, cfg.chat_template_jinja)
+    tokenizer = load_tokenizer(cfg.tokenizer or cfg.base_model, cfg.chat_template, cfg.chat_template_jinja,
+                               cfg.trust_remote_code)
     train_data, eval_data = load_training_data(cfg, tokenizer)
     bf16 = resolve_bf16(cfg)
     model = load_base_model(
@@ -102,6 +103,7 @@ def train(cfg: TrainConfig) -> Path:
         load_in_8bit=cfg.load_in_8bit,
         bf16=bf16,
         gradient_checkpointing=cfg.gradient_checkpointing,
+        trust_remote_code=cfg.trust_remote_code,
     )
     check_target_modules(model, cfg.lora_target_modules)
     check_modules_to_save(model, cfg.lora_modules_to_save)

@@ -225,3 +225,15 @@ def test_dataset_keys_validate(tmp_path):
 def test_assistant_only_chat_trains_its_turn(smol):
     ids, labels = tokenize_conversation(smol, [{"role": "assistant", "content": "Just me."}], LabelPolicy())
     assert trained(ids, labels) == expected(smol, ["Just me."], smol.eos_token_id, [True])
+
+
+def test_alpaca_with_system_and_history_trains_every_answer(smol, tmp_path):
+    """LLaMA-Factory's alpaca history: earlier answers are trained too (its data/README.md says so)."""
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps([{"q": "And 3+3?", "in": "", "a": "6.", "sys": "Be brief.",
+                                 "hist": [["What is 1+1?", "2."], ["And 2+2?", "4."]]}]))
+    spec = DatasetSpec(path=str(path), type="alpaca", field_instruction="q", field_input="in", field_output="a",
+                       field_system="sys", field_history="hist")
+    (row,) = tokenize_dataset(_load_raw(spec), spec, smol, LabelPolicy(), 512)
+    assert trained(row["input_ids"], row["labels"]) == expected(smol, ["2.", "4.", "6."], smol.eos_token_id, [True] * 3)
+    assert "Be brief." in smol.decode(row["input_ids"])
