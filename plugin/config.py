@@ -68,6 +68,8 @@ class TrainConfig:
     load_in_4bit: bool = False
     load_in_8bit: bool = False
     trust_remote_code: bool = False  # run the model repo's own code (as transformers' flag)
+    attn_implementation: Optional[str] = None  # transformers' name: eager, sdpa, flash_attention_2, ...
+    special_tokens: Optional[dict[str, str]] = None  # e.g. {pad_token: "<|end_of_text|>"}: tokens already in the vocabulary
     chat_template: Optional[str] = None  # None: the tokenizer's own; a name (chatml, llama3, qwen3, ...) or Jinja text
     chat_template_jinja: Optional[str] = None  # the Jinja text for chat_template: jinja (Axolotl)
     # adapter (shared with peft.LoraConfig)
@@ -115,6 +117,11 @@ class TrainConfig:
     overwrite_output_dir: bool = False
     resume_from_checkpoint: Optional[str] = "auto"  # "auto": continue from the newest checkpoint if there is one
     save_steps: int = 100
+    saves_per_epoch: Optional[int] = None  # Axolotl: save N times per epoch instead of every save_steps
+    eval_steps: Optional[int] = None  # held-out loss every N steps (default: save_steps), when val_set_size > 0
+    evals_per_epoch: Optional[int] = None  # Axolotl: evaluate N times per epoch instead
+    eval_strategy: Optional[Literal["steps", "epoch", "no"]] = None
+    eval_batch_size: Optional[int] = None  # default: micro_batch_size
     save_total_limit: Optional[int] = None
     logging_steps: int = 10
     report_to: str = "none"
@@ -142,6 +149,7 @@ ALIASES = {
     "overwrite_output": "overwrite_output_dir",
     "preprocessing_num_workers": "dataset_processes",
     "dataset_num_proc": "dataset_processes",
+    "per_device_eval_batch_size": "eval_batch_size",
 }
 
 
@@ -279,6 +287,9 @@ def _canonical_keys(raw: dict) -> dict:
 
 
 def _check_values(cfg: TrainConfig, explicit_keys: list[str]) -> None:
+    for name in ("saves_per_epoch", "eval_steps", "evals_per_epoch", "eval_batch_size"):
+        if getattr(cfg, name) is not None and getattr(cfg, name) <= 0:
+            raise UserError(f"{name} must be > 0, got {getattr(cfg, name)}")
     positive = ["lora_r", "micro_batch_size", "gradient_accumulation_steps", "sequence_len", "save_steps",
                 "logging_steps", "mplora_num_paths", "mor_num_experts"]
     for name in positive:

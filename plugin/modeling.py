@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
 from pathlib import Path
 
 import torch
@@ -31,7 +32,7 @@ def _load_error(what: str, name: str, err: Exception) -> UserError:
 
 
 def load_tokenizer(name: str, chat_template: str | None = None, chat_template_jinja: str | None = None,
-                   trust_remote_code: bool = False):
+                   trust_remote_code: bool = False, special_tokens: dict[str, str] | None = None):
     """The tokenizer, with ``chat_template`` (a name or Jinja text, see ``chat_templates``) if given."""
     from transformers import AutoTokenizer
 
@@ -39,12 +40,40 @@ def load_tokenizer(name: str, chat_template: str | None = None, chat_template_ji
         tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         raise _load_error("tokenizer", name, err) from None
+    set_special_tokens(tokenizer, special_tokens)
     template = chat_templates.resolve(chat_template, chat_template_jinja)
     if template is not None:
         tokenizer.chat_template = template
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def set_special_tokens(tokenizer, tokens: dict[str, str] | None) -> None:
+    """Axolotl's special_tokens: name tokens (pad, eos, ...) that the vocabulary already has. A new token would need
+    trained embeddings, which an adapter run does not train."""
+    for name, token in (tokens or {}).items():
+        if token not in tokenizer.get_vocab():
+            raise UserError(f"special_tokens: {name} {token!r} is not in the tokenizer's vocabulary; pick a token it "
+                            "has (adding tokens needs trained embeddings, which adapter training leaves frozen)")
+        try:
+            setattr(tokenizer, name, token)
+        except (AttributeError, ValueError):
+            raise UserError(f"special_tokens: unknown token role '{name}'; use pad_token, eos_token, bos_token, "
+                            "unk_token") from None
+
+
+def _attention(name: str | None) -> str | None:
+    """flash_attention_2 needs its package and a GPU; elsewhere sdpa computes the same attention."""
+    if name != "flash_attention_2":
+        return name
+    import importlib.util
+
+    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn"):
+        return name
+    print("note: attn_implementation flash_attention_2 needs the flash-attn package and a GPU; using sdpa, which "
+          "computes the same attention", file=sys.stderr)
+    return "sdpa"
 
 
 def quantization_config(load_in_4bit: bool, load_in_8bit: bool, compute_dtype: torch.dtype):
@@ -66,7 +95,7 @@ def quantization_config(load_in_4bit: bool, load_in_8bit: bool, compute_dtype: t
 
 
 def load_base_model(name: str, *, load_in_4bit=False, load_in_8bit=False, bf16=False, gradient_checkpointing=False,
-                    trust_remote_code=False):
+                    trust_remote_code=False, attn_implementation=None):
     """Load a causal LM; quantized backbones get PEFT's k-bit training preparation."""
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM
@@ -75,7 +104,8 @@ def load_base_model(name: str, *, load_in_4bit=False, load_in_8bit=False, bf16=F
     quant = quantization_config(load_in_4bit, load_in_8bit, dtype)
     try:
         model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name), dtype=dtype, quantization_config=quant,
-                                                     trust_remote_code=trust_remote_code)
+                                                     trust_remote_code=trust_remote_code,
+                                                     attn_implementation=_attention(attn_implementation))
     except (OSError, ValueError) as err:
         raise _load_error("base_model", name, err) from None
     if quant is not None:

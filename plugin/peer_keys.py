@@ -16,6 +16,7 @@ IGNORED = {
     "sdp_attention", "flash_attention", "flash_attn_cross_entropy", "flash_attn_rms_norm", "flash_attn_fuse_qkv",
     "flash_attn_fuse_mlp", "logging_dir", "overwrite_cache", "plugins", "save_safetensors", "ddp_find_unused_parameters", "do_train", "auto_find_batch_size", "save_only_model",
     "use_tensorboard", "hub_model_id", "push_to_hub", "hub_strategy", "include_tokens_per_second",
+    "eval_sample_packing", "model_type", "tokenizer_type", "save_first_step",
 }
 # belongs elsewhere or cannot be honoured: the way out is in the message
 REFUSED = {

@@ -35,7 +35,7 @@ def preview_data(cfg: TrainConfig, rows: int, as_json: bool = False, out=None) -
         raise UserError(f"--preview-data needs a number of rows > 0, got {rows}")
     out = out or sys.stdout
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.base_model, cfg.chat_template, cfg.chat_template_jinja,
-                               cfg.trust_remote_code)
+                               cfg.trust_remote_code, cfg.special_tokens)
     train_data, _ = load_training_data(cfg, tokenizer)
     color = not as_json and out.isatty()
     if not as_json:

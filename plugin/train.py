@@ -31,13 +31,26 @@ def resolve_bf16(cfg: TrainConfig) -> bool:
     return cfg.bf16
 
 
+def _schedule(every: int, per_epoch: int | None, num_epochs: float) -> tuple[str, float]:
+    """(strategy, steps) for save/eval: a fixed step count, or Axolotl's N times per epoch (a float < 1 is the
+    Trainer's ratio of the total steps)."""
+    if not per_epoch:
+        return "steps", every
+    ratio = 1 / (per_epoch * max(num_epochs, 1))
+    return ("steps", ratio) if ratio < 1 else ("epoch", every)
+
+
 def sft_config(cfg: TrainConfig, has_eval: bool, use_cpu: bool):
     from trl import SFTConfig
 
+    save_strategy, save_steps = _schedule(cfg.save_steps, cfg.saves_per_epoch, cfg.num_epochs)
+    eval_strategy, eval_steps = _schedule(cfg.eval_steps or save_steps, cfg.evals_per_epoch, cfg.num_epochs)
+    if cfg.eval_strategy:
+        eval_strategy = cfg.eval_strategy
     return SFTConfig(
         output_dir=cfg.output_dir,
         per_device_train_batch_size=cfg.micro_batch_size,
-        per_device_eval_batch_size=cfg.micro_batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size or cfg.micro_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         num_train_epochs=cfg.num_epochs,
         max_steps=cfg.max_steps,
@@ -57,10 +70,11 @@ def sft_config(cfg: TrainConfig, has_eval: bool, use_cpu: bool):
         # rows arrive tokenised, labelled and truncated (plugin.data); TRL's pass over them is needed only to pack
         dataset_kwargs={"skip_prepare_dataset": not cfg.sample_packing},
         logging_steps=cfg.logging_steps,
-        save_steps=cfg.save_steps,
+        save_strategy=save_strategy,
+        save_steps=save_steps,
         save_total_limit=cfg.save_total_limit,
-        eval_strategy="steps" if has_eval else "no",
-        eval_steps=cfg.save_steps if has_eval else None,
+        eval_strategy=eval_strategy if has_eval else "no",
+        eval_steps=eval_steps if has_eval else None,
         seed=cfg.seed,
         data_seed=cfg.seed,
         report_to=cfg.report_to,
@@ -94,7 +108,7 @@ def train(cfg: TrainConfig) -> Path:
     check_eval_section(cfg)
     peft_config = build_peft_config(cfg)
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.base_model, cfg.chat_template, cfg.chat_template_jinja,
-                               cfg.trust_remote_code)
+                               cfg.trust_remote_code, cfg.special_tokens)
     train_data, eval_data = load_training_data(cfg, tokenizer)
     bf16 = resolve_bf16(cfg)
     model = load_base_model(
@@ -104,6 +118,7 @@ def train(cfg: TrainConfig) -> Path:
         bf16=bf16,
         gradient_checkpointing=cfg.gradient_checkpointing,
         trust_remote_code=cfg.trust_remote_code,
+        attn_implementation=cfg.attn_implementation,
     )
     check_target_modules(model, cfg.lora_target_modules)
     check_modules_to_save(model, cfg.lora_modules_to_save)

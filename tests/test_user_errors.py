@@ -88,6 +88,8 @@ CASES = [
     ("unknown scheduler", {"lr_scheduler": "zigzag"}, "zigzag", None),
     ("4-bit without bitsandbytes", {"load_in_4bit": True}, "load_in_4bit/load_in_8bit need bitsandbytes", None),
     ("deepspeed in the YAML", {"deepspeed": "ds.json"}, "deepspeed: DeepSpeed is configured by accelerate", None),
+    ("special token not in the vocabulary", {"special_tokens": {"pad_token": "<|nope|>"}}, "special_tokens: pad_token '<|nope|>' is not in the tokenizer's vocabulary", None),
+    ("preference stage", {"stage": "dpo"}, "stage: dpo: only supervised fine-tuning", None),
     ("report_to without its package", {"report_to": "dvclive"}, "requires dvclive to be installed", None),
     ("broken chat template", {"chat_template": "{% for m in messages %}{{ m.content }"}, "row 0 (counting from 0): the chat template failed on it", None),
     ("every row longer than sequence_len", {"sequence_len": 8}, "no row keeps a trained token within sequence_len 8", None),
