@@ -81,15 +81,15 @@ class TrainConfig:
     lora_target_linear: bool = False  # Axolotl: adapt every linear layer (= lora_target_modules: all-linear)
     lora_modules_to_save: Optional[list[str]] = None
     peft_use_rslora: bool = False
-    # method fields (docs/methods.md)
-    mplora_num_paths: int = 4
-    mplora_orth_weight: float = 0.1
-    mplora_orth_start_step: int = 0
-    mor_num_experts: int = 8
-    mor_router_aux_loss_coef: float = 0.0
-    mor_router_init_std: float = 0.02
-    loratrf_rank: Optional[int] = None
-    loratrf_mode: Literal["output", "input"] = "output"
+    # method fields (docs/methods.md); their help text is the Axolotl plugin's field descriptions too
+    mplora_num_paths: int = field(default=4, metadata={"help": "MPLoRA: number of paths n"})
+    mplora_orth_weight: float = field(default=0.1, metadata={"help": "MPLoRA: orthogonality loss weight (lambda)"})
+    mplora_orth_start_step: int = field(default=0, metadata={"help": "MPLoRA: first step of the orthogonality loss"})
+    mor_num_experts: int = field(default=8, metadata={"help": "MoR: number of experts N"})
+    mor_router_aux_loss_coef: float = field(default=0.0, metadata={"help": "MoR: router balance loss weight"})
+    mor_router_init_std: float = field(default=0.02, metadata={"help": "MoR: router init std"})
+    loratrf_rank: Optional[int] = field(default=None, metadata={"help": "LoRATRF: transform rank k (default r)"})
+    loratrf_mode: Literal["output", "input"] = field(default="output", metadata={"help": "LoRATRF: filter mode"})
     # data
     datasets: list[DatasetSpec] = field(default_factory=list)
     val_set_size: float = 0.0  # fraction (< 1) or number of rows held out for eval loss
@@ -110,7 +110,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     optimizer: str = "adamw_torch"
     bf16: Union[bool, Literal["auto"]] = False
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: Union[bool, Literal["offload"]] = False  # offload: also keep saved activations on CPU
     seed: int = 42
     # outputs
     output_dir: str = "outputs/run"
@@ -325,7 +325,7 @@ def _check_values(cfg: TrainConfig, explicit_keys: list[str]) -> None:
             raise UserError(f"datasets[{number}].roles_to_train names unknown role '{unknown[0]}'; roles: {', '.join(known)}")
     if cfg.dataset_processes is not None and cfg.dataset_processes <= 0:
         raise UserError(f"dataset_processes must be > 0, got {cfg.dataset_processes}")
-    for prefix in ("mplora_", "mor_", "loratrf_"):
+    for prefix in METHOD_PREFIXES:
         stray = [k for k in explicit_keys if k.startswith(prefix)]
         if stray and cfg.adapter != prefix[:-1]:
             raise UserError(f"{stray[0]} is set but adapter is '{cfg.adapter}'; set adapter: {prefix[:-1]} or drop it")
@@ -381,6 +381,14 @@ def load_config(path: str | os.PathLike | None, overrides: dict | None = None) -
     cfg = _build(TrainConfig, raw)
     _check_values(cfg, list(raw))
     return cfg
+
+
+METHOD_PREFIXES = ("mplora_", "mor_", "loratrf_")
+
+
+def method_fields() -> list[dataclasses.Field]:
+    """The method keys, declared once above: the Axolotl plugin's pydantic args are derived from them."""
+    return [f for f in dataclasses.fields(TrainConfig) if f.name.startswith(METHOD_PREFIXES)]
 
 
 def to_dict(cfg: TrainConfig) -> dict:

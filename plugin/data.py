@@ -58,8 +58,11 @@ def _load_raw(spec: DatasetSpec) -> Dataset:
             raise UserError(f"dataset {spec.path} is an empty file")
         if builder == "json":
             _check_json(path)
+        if not spec.split.startswith("train"):
+            raise UserError(f"dataset {spec.path}: a local file has only the train split; drop split: "
+                            f"{spec.split} or slice it, e.g. train[:20%]")
         try:
-            return load_dataset(builder, data_files=str(path), split="train")
+            return load_dataset(builder, data_files=str(path), split=spec.split)  # slices such as train[:20%]
         except Exception as err:  # malformed JSON and friends: datasets raises many types
             raise UserError(f"dataset {spec.path} could not be read as {builder}: {first_line(err)}") from None
     if path.is_dir():

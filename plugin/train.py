@@ -17,7 +17,7 @@ import yaml
 
 from .config import TrainConfig, load_config, parse_override, to_dict
 from . import run_dir
-from .errors import UserError, exits_cleanly_on_user_error
+from .errors import UserError, exits_cleanly_on_user_error, first_line
 
 RESOLVED_CONFIG_FILE = "resolved_config.yaml"
 
@@ -63,7 +63,7 @@ def sft_config(cfg: TrainConfig, has_eval: bool, use_cpu: bool):
         # TRL's CPU defaults (bf16=True, gradient checkpointing on) must not surprise: the YAML decides
         bf16=resolve_bf16(cfg),
         fp16=False,
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing=bool(cfg.gradient_checkpointing),
         gradient_checkpointing_kwargs={"use_reentrant": False},  # MoR's balance loss needs grads through the router
         max_length=cfg.sequence_len,
         packing=cfg.sample_packing,
@@ -116,7 +116,7 @@ def train(cfg: TrainConfig) -> Path:
         load_in_4bit=cfg.load_in_4bit,
         load_in_8bit=cfg.load_in_8bit,
         bf16=bf16,
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing=bool(cfg.gradient_checkpointing),
         trust_remote_code=cfg.trust_remote_code,
         attn_implementation=cfg.attn_implementation,
     )
@@ -129,9 +129,10 @@ def train(cfg: TrainConfig) -> Path:
         raise _invalid_value(err) from None
     try:
         args = sft_config(cfg, eval_data is not None, use_cpu)
+        check_optimizer(args)
         trainer = AuxLossSFTTrainer(
             model=model, args=args, train_dataset=train_data, eval_dataset=eval_data, processing_class=tokenizer,
-            callbacks=[AdapterTelemetryCallback()],
+            callbacks=[AdapterTelemetryCallback()], offload_activations=cfg.gradient_checkpointing == "offload",
         )
     except (ValueError, RuntimeError) as err:  # an unknown lr_scheduler or optimizer, report_to without its package
         raise _invalid_value(err) from None
@@ -159,6 +160,16 @@ def train(cfg: TrainConfig) -> Path:
         if state.is_main_process:
             run_dir.release_lock(run.out)
     return run.out
+
+
+def check_optimizer(args) -> None:
+    """An optimizer whose package is missing fails only when training starts: ask transformers now."""
+    from transformers import Trainer
+
+    try:
+        Trainer.get_optimizer_cls_and_kwargs(args)
+    except ImportError as err:
+        raise UserError(f"optimizer {getattr(args.optim, 'value', args.optim)}: {first_line(err)}") from None
 
 
 def check_eval_section(cfg: TrainConfig) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
+import torch
 from trl import SFTTrainer
 
 from .auxiliary import weighted_aux_loss
@@ -24,6 +25,17 @@ class AuxLossMixin:
     processes, and every process adds the same weight-only term, so the number of processes does not change it.
     Mix it in before a ``transformers.Trainer`` subclass (see ``AuxLossSFTTrainer``, the Axolotl plugin).
     """
+
+    def __init__(self, *args, offload_activations: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.offload_activations = offload_activations  # Axolotl's gradient_checkpointing: offload
+
+    def training_step(self, *args, **kwargs):
+        if not self.offload_activations:
+            return super().training_step(*args, **kwargs)
+        # the activations autograd keeps for backward wait in CPU memory instead of the accelerator's
+        with torch.autograd.graph.save_on_cpu(pin_memory=torch.cuda.is_available()):
+            return super().training_step(*args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # pass return_outputs through: asking TRL for outputs costs an extra forward pass

@@ -237,3 +237,8 @@ def test_alpaca_with_system_and_history_trains_every_answer(smol, tmp_path):
     (row,) = tokenize_dataset(_load_raw(spec), spec, smol, LabelPolicy(), 512)
     assert trained(row["input_ids"], row["labels"]) == expected(smol, ["2.", "4.", "6."], smol.eos_token_id, [True] * 3)
     assert "Be brief." in smol.decode(row["input_ids"])
+
+
+def test_split_slices_on_local_files(smol):
+    spec = DatasetSpec(path=str(TULU), split="train[:25%]")
+    assert len(tokenize_dataset(_load_raw(spec), spec, smol, LabelPolicy(), 512)) == 3  # 12 rows

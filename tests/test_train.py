@@ -122,3 +122,23 @@ def test_sample_packing_and_alpaca_data(base_cfg, tmp_path):
                                    "datasets": [{"path": str(alpaca), "type": "alpaca"}]}))
     assert (out / "adapter_model.safetensors").is_file()
     assert read_json(out / "run_summary.json")["steps"] == 2
+
+
+def test_activation_offload_trains_exactly_like_checkpointing(base_cfg, tmp_path, monkeypatch):
+    """Axolotl's gradient_checkpointing: offload: the saved activations really go through save_on_cpu, and the
+    update is the same as with plain checkpointing."""
+    entered = []
+    real = torch.autograd.graph.save_on_cpu
+
+    def spy(*args, **kwargs):
+        entered.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd.graph, "save_on_cpu", spy)
+    keys = {**base_cfg, "adapter": "mor", "max_steps": 2}
+    plain = _sgd_run(keys, tmp_path, "plain", gradient_checkpointing=True)
+    assert not entered
+    offload = _sgd_run(keys, tmp_path, "offload", gradient_checkpointing="offload")
+    assert len(entered) == 2  # one per training step
+    for key in plain:
+        torch.testing.assert_close(offload[key], plain[key])

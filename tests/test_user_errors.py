@@ -90,6 +90,7 @@ CASES = [
     ("deepspeed in the YAML", {"deepspeed": "ds.json"}, "deepspeed: DeepSpeed is configured by accelerate", None),
     ("special token not in the vocabulary", {"special_tokens": {"pad_token": "<|nope|>"}}, "special_tokens: pad_token '<|nope|>' is not in the tokenizer's vocabulary", None),
     ("preference stage", {"stage": "dpo"}, "stage: dpo: only supervised fine-tuning", None),
+    ("optimizer without its package", {"optimizer": "lomo"}, "optimizer lomo: You need to install `lomo_optim`", None),
     ("report_to without its package", {"report_to": "dvclive"}, "requires dvclive to be installed", None),
     ("broken chat template", {"chat_template": "{% for m in messages %}{{ m.content }"}, "row 0 (counting from 0): the chat template failed on it", None),
     ("every row longer than sequence_len", {"sequence_len": 8}, "no row keeps a trained token within sequence_len 8", None),

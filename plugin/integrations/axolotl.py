@@ -16,25 +16,26 @@ config where Axolotl would build its LoRA config, and mixes the auxiliary losses
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+import typing
+from typing import Optional
 
 from axolotl.integrations.base import AdapterCapabilities, BasePlugin
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
+from ..config import TrainConfig, method_fields
 from ..tuners import METHODS, register
 
 
-class LoRAVariantsArgs(BaseModel):
-    """Our method keys (docs/methods.md fields); unset keys take the methods' defaults."""
+def _args_model() -> type[BaseModel]:
+    """Our method keys for Axolotl's config validation, derived from the one schema (plugin.config): each optional,
+    unset keys take the methods' defaults."""
+    hints = typing.get_type_hints(TrainConfig)
+    fields = {f.name: (Optional[hints[f.name]], Field(default=None, description=f"{f.metadata['help']} (default {f.default})"))
+              for f in method_fields()}
+    return create_model("LoRAVariantsArgs", __doc__="Our method keys (docs/methods.md fields).", **fields)
 
-    mplora_num_paths: Optional[int] = Field(default=None, description="MPLoRA: number of paths n (default 4)")
-    mplora_orth_weight: Optional[float] = Field(default=None, description="MPLoRA: orthogonality weight (default 0.1)")
-    mplora_orth_start_step: Optional[int] = Field(default=None, description="MPLoRA: first step of the loss (default 0)")
-    mor_num_experts: Optional[int] = Field(default=None, description="MoR: number of experts N (default 8)")
-    mor_router_aux_loss_coef: Optional[float] = Field(default=None, description="MoR: router balance loss weight (0)")
-    mor_router_init_std: Optional[float] = Field(default=None, description="MoR: router init std (default 0.02)")
-    loratrf_rank: Optional[int] = Field(default=None, description="LoRATRF: transform rank k (default r)")
-    loratrf_mode: Optional[Literal["output", "input"]] = Field(default=None, description="LoRATRF: filter mode")
+
+LoRAVariantsArgs = _args_model()
 
 
 class LoRAVariantsPlugin(BasePlugin):
