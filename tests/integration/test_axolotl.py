@@ -87,3 +87,31 @@ def test_plugin_args_validate_through_axolotl(tmp_path):
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().endswith("rejected")
+
+
+PEER = REPO / "tests" / "fixtures" / "peer_configs"
+# Axolotl's own example YAMLs (verbatim in tests/fixtures/peer_configs/axolotl): replaced are the base model, the
+# data, the adapter (+ our plugin line), and what this CPU machine and the tiny model's tokenizer lack: FlashAttention
+# and the llama-3 pad token
+UPSTREAM_EXAMPLES = {
+    "llama-3_qlora-1b.yml": [{"path": str(PEER / "llamafactory" / "data" / "alpaca_en_demo.json"), "ds_type": "json",
+                              "type": "alpaca"}],
+    "llama-3_instruct-lora-8b.yml": [{"path": str(REPO / "data" / "demo" / "commonsense_chat.jsonl"),
+                                      "ds_type": "json", "type": "chat_template"}],
+}
+
+
+@pytest.mark.parametrize("example", list(UPSTREAM_EXAMPLES))
+def test_axolotl_example_yaml_trains_with_mor(tmp_path, tiny_model_dir, example):
+    cfg = yaml.safe_load((PEER / "axolotl" / example).read_text())
+    cfg.update(base_model=str(tiny_model_dir), datasets=UPSTREAM_EXAMPLES[example], adapter="mor",
+               plugins=["plugin.integrations.axolotl.LoRAVariantsPlugin"], attn_implementation="sdpa",
+               special_tokens={"pad_token": "<|im_end|>"}, max_steps=2, output_dir=str(tmp_path / "out"),
+               dataset_prepared_path=str(tmp_path / "prepared"))
+    path = tmp_path / "example.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run(["axolotl", "train", str(path)], cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    saved = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
+    assert saved["peft_type"] == "MOR" and saved["r"] == 32
