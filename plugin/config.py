@@ -110,6 +110,8 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     optimizer: str = "adamw_torch"
     bf16: Union[bool, Literal["auto"]] = False
+    fp16: bool = False  # float16 mixed precision (GPUs without bf16)
+    group_by_length: bool = False  # batches of similar lengths (less padding; changes the batch order)
     gradient_checkpointing: Union[bool, Literal["offload"]] = False  # offload: also keep saved activations on CPU
     seed: int = 42
     # outputs
@@ -256,12 +258,17 @@ def _build(cls: type, raw: dict, where: str = "") -> Any:
     return cls(**kwargs)
 
 
+def _takes_none(key: str) -> bool:
+    """Keys of ours whose type allows null (null then has a meaning, e.g. resume_from_checkpoint: null = don't)."""
+    hint = typing.get_type_hints(TrainConfig).get(key)
+    return hint is not None and type(None) in typing.get_args(hint)
+
+
 def _canonical_keys(raw: dict) -> dict:
     out: dict[str, Any] = {}
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
     for key, value in raw.items():
-        if value is None and key not in known and ALIASES.get(key) not in known:
-            continue  # upstream files leave unused keys empty (lora_model_dir:): empty means absent
+        if value is None and not _takes_none(ALIASES.get(key, key)):
+            continue  # upstream files leave unused keys empty (lora_model_dir:, lora_r:): empty means absent
         if key == "adapter" and value == "qlora":  # Axolotl: LoRA on a 4-bit base
             if raw.get("load_in_8bit"):
                 raise UserError("adapter: qlora means a 4-bit base, but load_in_8bit is true; drop one")
@@ -303,6 +310,8 @@ def _check_values(cfg: TrainConfig, explicit_keys: list[str]) -> None:
         raise UserError(f"learning_rate must be > 0, got {cfg.learning_rate}")
     if not 0 <= cfg.warmup_ratio < 1:
         raise UserError(f"warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}")
+    if cfg.fp16 and cfg.bf16 is True:
+        raise UserError("bf16 and fp16 are both true; pick one")
     if cfg.load_in_4bit and cfg.load_in_8bit:
         raise UserError("load_in_4bit and load_in_8bit are both true; pick one")
     if cfg.max_steps <= 0 and cfg.num_epochs <= 0:

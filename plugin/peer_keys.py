@@ -16,7 +16,13 @@ IGNORED = {
     "sdp_attention", "flash_attention", "flash_attn_cross_entropy", "flash_attn_rms_norm", "flash_attn_fuse_qkv",
     "flash_attn_fuse_mlp", "logging_dir", "overwrite_cache", "plugins", "save_safetensors", "ddp_find_unused_parameters", "do_train", "auto_find_batch_size", "save_only_model",
     "use_tensorboard", "hub_model_id", "push_to_hub", "hub_strategy", "include_tokens_per_second",
-    "eval_sample_packing", "model_type", "tokenizer_type", "save_first_step",
+    "eval_sample_packing", "model_type", "tokenizer_type", "save_first_step", "pad_to_sequence_len",
+    "use_otel_metrics", "otel_metrics_host", "otel_metrics_port", "double_quantization", "low_cpu_mem_usage",
+    "flex_attn_compile_kwargs", "use_sonicmoe", "fused_attn_kernel", "tokenized_path",
+    "torch_compile", "use_wandb",
+    # reentrant or not, checkpointing computes the same gradients; we keep use_reentrant false, which MoR's router
+    # balance loss needs
+    "gradient_checkpointing_kwargs",
 }
 # belongs elsewhere or cannot be honoured: the way out is in the message
 REFUSED = {
@@ -32,6 +38,17 @@ REFUSED = {
     "image_max_pixels": "vision-language training is not supported: plugin.train trains causal language models",
     "processor_type": "vision-language training is not supported: plugin.train trains causal language models",
     "gptq": "pre-quantised GPTQ/AWQ bases are not supported: use a full-precision base with load_in_4bit: true",
+    "peft": "LoftQ initialisation is not supported: our adapters start from their papers' initialisation",
+    "relora": "ReLoRA restarts are not supported: train one adapter per run",
+    "qat": "quantisation-aware training is not supported: use load_in_4bit: true for a 4-bit base",
+    "diffusion": "diffusion language-model training is not supported: plugin.train trains causal language models",
+    "pretraining_dataset": "streamed pre-training data is not supported: use datasets: with type: text",
+    "unfrozen_parameters": "full fine-tuning of chosen parameters is not supported: adapters train, the base stays "
+                           "frozen (lora_modules_to_save trains whole modules)",
+    "num_labels": "reward models and classification heads are not supported: plugin.train trains causal language models",
+    "lisa_n_layers": "LISA layer sampling is full fine-tuning: not supported, adapters train and the base stays frozen",
+    "llmcompressor": "sparse fine-tuning (llmcompressor) is not supported: adapters train and the base stays frozen",
+    "model_config": "changing the model's own config is not supported here; edit the base model's config.json",
 }
 # pairs that string similarity would wrongly connect
 NOT_HINTS = {("deepspeed", "seed"), ("lora_model_dir", "loratrf_mode")}

@@ -114,3 +114,11 @@ def test_peer_keys_ignored_with_a_notice_refused_with_the_way_out(tmp_path, caps
         _cfg(tmp_path, deepspeed="ds_z3.json")
     with pytest.raises(UserError, match="lora_model_dir: continuing from a saved adapter is not supported"):
         _cfg(tmp_path, lora_model_dir="old/adapter")
+
+
+def test_empty_upstream_keys_mean_absent_but_null_keeps_its_meaning_where_it_has_one(tmp_path):
+    cfg = _cfg(tmp_path, lora_r=None, learning_rate=None, resume_from_checkpoint=None, fp16=True)
+    assert (cfg.lora_r, cfg.learning_rate) == (8, 2e-4)  # defaults, as if the keys were not written
+    assert cfg.resume_from_checkpoint is None  # null: do not resume (a meaning of its own)
+    with pytest.raises(UserError, match="bf16 and fp16 are both true"):
+        _cfg(tmp_path, fp16=True, bf16=True)
