@@ -198,9 +198,10 @@ class Preparation:
 
 
 def _num_proc(rows: int, requested: int | None) -> int | None:
-    if requested is not None:
-        return requested if requested > 1 else None
-    return min(os.cpu_count() or 1, 8) if rows >= 20_000 else None  # process start-up outweighs small sets
+    # process start-up outweighs the work below some thousand rows per process (upstream files ask for 16 anyway)
+    wanted = requested if requested is not None else (min(os.cpu_count() or 1, 8) if rows >= 20_000 else 1)
+    wanted = min(wanted, os.cpu_count() or 1, max(1, rows // 1000))
+    return wanted if wanted > 1 else None
 
 
 def tokenize_dataset(raw: Dataset, spec: DatasetSpec, tokenizer, policy: LabelPolicy, max_length: int,

@@ -63,7 +63,7 @@ def sft_config(cfg: TrainConfig, has_eval: bool, use_cpu: bool):
         # TRL's CPU defaults (bf16=True, gradient checkpointing on) must not surprise: the YAML decides
         bf16=resolve_bf16(cfg) and not cfg.fp16,
         fp16=cfg.fp16,
-        group_by_length=cfg.group_by_length,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         gradient_checkpointing=bool(cfg.gradient_checkpointing),
         gradient_checkpointing_kwargs={"use_reentrant": False},  # MoR's balance loss needs grads through the router
         max_length=cfg.sequence_len,
