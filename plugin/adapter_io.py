@@ -57,16 +57,14 @@ def _missing_fields(config: dict) -> list[str]:
     return sorted(f for f in own if f not in config)
 
 
-def load_adapter_strict(model, adapter: str):
-    """``PeftModel.from_pretrained(model, adapter)``, refused with one line unless the adapter loads completely."""
+def load_adapter_strict(model, adapter: str, config: dict, state: dict):
+    """``PeftModel.from_pretrained(model, adapter)``, refused with one line unless the adapter loads completely.
+    ``config`` and ``state`` are the folder's, read (and checked) before the base model loaded."""
     from peft import PeftModel
     from peft.utils import get_peft_model_state_dict
 
-    folder = Path(adapter)
-    config = read_adapter_config(folder)
-    state = read_adapter_weights(folder)
     try:
-        model = PeftModel.from_pretrained(model, str(folder))
+        model = PeftModel.from_pretrained(model, adapter)
     except (RuntimeError, ValueError, KeyError, TypeError) as err:
         missing = _missing_fields(config)
         why = (f"its adapter_config.json lacks {', '.join(missing)} (the defaults do not fit its weights)" if missing

@@ -14,12 +14,17 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-from . import peer_keys
+from . import chat_templates, peer_keys
 from .errors import UserError
 
 ADAPTERS = ("lora", "mplora", "mor", "loratrf")
-DATASET_TYPES = ("messages", "chat_template", "sharegpt", "alpaca", "text")
-CHAT_ROLES = ("system", "user", "assistant", "tool")
+# our chat roles and the names data uses for them (Axolotl's defaults); a dataset's own ``roles:`` replaces them
+DEFAULT_ROLES = {
+    "system": ["system"],
+    "user": ["user", "human"],
+    "assistant": ["assistant", "gpt", "model", "function_call"],  # LLaMA-Factory trains function calls
+    "tool": ["tool", "observation", "function_response", "ipython"],
+}
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
 
 
@@ -320,15 +325,13 @@ def _check_values(cfg: TrainConfig, explicit_keys: list[str]) -> None:
         raise UserError(f"val_set_size must be >= 0, got {cfg.val_set_size}")
     if not cfg.datasets:
         raise UserError("no datasets: add a 'datasets:' list, e.g. [{path: data/demo/chat.jsonl, type: messages}]")
-    from . import chat_templates  # its own module: the registry of names
-
     chat_templates.check_name(cfg.chat_template, cfg.chat_template_jinja)
     if cfg.lora_target_linear or cfg.lora_target_modules in (["all"], ["all_linear"]):  # Axolotl / LLaMA-Factory
         cfg.lora_target_modules = ["all-linear"]
     for number, spec in enumerate(cfg.datasets):
         if spec.max_samples is None:
             spec.max_samples = cfg.max_samples
-        known = list(spec.roles or CHAT_ROLES)
+        known = list(spec.roles or DEFAULT_ROLES)
         unknown = [r for r in spec.roles_to_train if r not in known]
         if unknown:
             raise UserError(f"datasets[{number}].roles_to_train names unknown role '{unknown[0]}'; roles: {', '.join(known)}")

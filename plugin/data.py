@@ -18,7 +18,7 @@ from pathlib import Path
 from datasets import Dataset, concatenate_datasets, load_dataset, load_from_disk
 
 from .chat_labels import IGNORE, LabelPolicy, RowProblem, label_tokens, render_with_trained_ranges, turn_spans
-from .config import DatasetSpec, TrainConfig
+from .config import DEFAULT_ROLES, DatasetSpec, TrainConfig
 from .errors import UserError, first_line
 
 _LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -81,13 +81,6 @@ def _load_raw(spec: DatasetSpec) -> Dataset:
         raise UserError(f"could not load dataset '{spec.path}' from the hub (offline? typo?): {first_line(err)}") from None
 
 
-# Axolotl's default role names; a dataset's own ``roles:`` mapping replaces them
-DEFAULT_ROLES = {
-    "system": ["system"],
-    "user": ["user", "human"],
-    "assistant": ["assistant", "gpt", "model", "function_call"],  # LLaMA-Factory trains function calls
-    "tool": ["tool", "observation", "function_response", "ipython"],
-}
 SHAREGPT_PROPERTIES = {"role": "from", "content": "value"}
 
 
@@ -182,7 +175,7 @@ class Preparation:
                 except RowProblem as err:
                     rendered.append(("", [], str(err)))
                 except Exception as err:  # a template that raises on this row (Jinja's raise_exception, bad types)
-                    rendered.append(("", [], f"the chat template failed on it: {str(err).splitlines()[0][:200]}"))
+                    rendered.append(("", [], f"the chat template failed on it: {first_line(err, 200)}"))
             # one call for the whole batch: the tokenizer's Rust side does the work
             tokens = self.tokenizer([text for text, _, _ in rendered], add_special_tokens=False,
                                     return_offsets_mapping=True)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -23,6 +25,20 @@ def exits_cleanly_on_user_error(main: Callable[..., int | None]) -> Callable[...
             raise SystemExit(2) from None
 
     return wrapper
+
+
+def check_writable_folder(path: str | os.PathLike, what: str) -> None:
+    """A folder we will write must be creatable there: checked before anything heavy runs, not after."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{what} {path} exists and is a file; pass a folder")
+    ancestor = path
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"{what} {path}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {path}: {ancestor} is not writable")
 
 
 def first_line(err: BaseException, limit: int = 300) -> str:

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from .adapter_io import load_adapter_strict, read_adapter_config, read_adapter_weights
-from .errors import UserError, exits_cleanly_on_user_error, first_line
+from .errors import UserError, check_writable_folder, exits_cleanly_on_user_error, first_line
 
 EVAL_DIR = Path(__file__).resolve().parent.parent / "eval"
 SUITES_DIR = EVAL_DIR / "suites"  # lm-eval include path: groups and the task YAMLs lm-eval lacks
@@ -83,20 +83,6 @@ def resolve_tasks(suite: str | None, tasks: list[str] | None, data_dir: Path | N
     return [f"local_{t}" for t in wanted]
 
 
-def check_output_folder(output: str | None, what: str) -> None:
-    """A results folder must be creatable: checked before the model loads, not after the evaluation."""
-    if output is None:
-        return
-    path = Path(output)
-    if path.exists() and not path.is_dir():
-        raise UserError(f"{what} {path} is a file; pass a folder for the results")
-    ancestor = path
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
-        raise UserError(f"{what} {path}: {ancestor} is not a writable folder")
-
-
 def check_eval_settings(*, suite=None, tasks=None, limit=None, num_fewshot=None, data_dir=None, output=None,
                         where: str = "--") -> list[str]:
     """Every eval setting checked before anything heavy runs; returns the task names lm-eval will get."""
@@ -104,7 +90,8 @@ def check_eval_settings(*, suite=None, tasks=None, limit=None, num_fewshot=None,
         raise UserError(f"{where}limit must be > 0, got {limit}")
     if num_fewshot is not None and num_fewshot < 0:
         raise UserError(f"{where}num_fewshot must be >= 0, got {num_fewshot}")
-    check_output_folder(output, f"{where}output")
+    if output is not None:
+        check_writable_folder(output, f"{where}output")
     with tempfile.TemporaryDirectory() as include:
         return resolve_tasks(suite, tasks, Path(data_dir) if data_dir else None, Path(include))
 
@@ -127,13 +114,13 @@ def load_model_for_eval(base: str, adapter: str | None, load_in_4bit: bool = Fal
     from .modeling import load_base_model, load_tokenizer
 
     identity = {"base_model": base, "adapter": adapter, "load_in_4bit": load_in_4bit, "bf16": bf16}
-    if adapter is not None:
+    if adapter is not None:  # read and checked before the base model loads: a broken file fails fast
         identity["adapter_config"] = read_adapter_config(Path(adapter))
-        read_adapter_weights(Path(adapter))  # before the base model loads: a broken file fails fast
+        adapter_state = read_adapter_weights(Path(adapter))
     tokenizer = load_tokenizer(adapter if adapter and (Path(adapter) / "tokenizer_config.json").is_file() else base)
     model = load_base_model(base, load_in_4bit=load_in_4bit, bf16=bf16)
     if adapter is not None:
-        model = load_adapter_strict(model, adapter)
+        model = load_adapter_strict(model, adapter, identity["adapter_config"], adapter_state)
     model.eval()
     return model, tokenizer, identity
 

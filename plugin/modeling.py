@@ -13,7 +13,7 @@ from torch import nn
 
 from . import chat_templates
 from .config import EMBEDDED_MODEL, TrainConfig
-from .errors import UserError
+from .errors import UserError, first_line
 from .tuners import METHODS
 from .tuners.base import in_out_features
 
@@ -26,8 +26,7 @@ def resolve_model_path(name: str) -> str:
 
 
 def _load_error(what: str, name: str, err: Exception) -> UserError:
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    where = "no such local folder, and the hub is unreachable or has no such repo" if not Path(name).exists() else first
+    where = "no such local folder, and the hub is unreachable or has no such repo" if not Path(name).exists() else first_line(err)
     return UserError(f"cannot load {what} '{name}': {where}")
 
 
@@ -47,6 +46,12 @@ def load_tokenizer(name: str, chat_template: str | None = None, chat_template_ji
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def tokenizer_for(cfg: TrainConfig):
+    """The tokenizer a training config describes (training and --preview-data must see the same one)."""
+    return load_tokenizer(cfg.tokenizer or cfg.base_model, cfg.chat_template, cfg.chat_template_jinja,
+                          cfg.trust_remote_code, cfg.special_tokens)
 
 
 def set_special_tokens(tokenizer, tokens: dict[str, str] | None) -> None:

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from .eval import check_output_folder
-from .errors import UserError, exits_cleanly_on_user_error
+from .errors import UserError, check_writable_folder, exits_cleanly_on_user_error
 
 DEFAULT_TEXTS = Path(__file__).resolve().parent.parent / "data" / "eval" / "arc_easy.jsonl"
 
@@ -177,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     if not out_dir.is_dir():
         raise UserError(f"output folder not found: {out_dir}")
     dest = Path(args.output or out_dir / "plots")
-    check_output_folder(str(dest), "--output")
+    check_writable_folder(dest, "--output")
     dest.mkdir(parents=True, exist_ok=True)
     rows = read_telemetry(out_dir)
     written = [

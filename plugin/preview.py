@@ -29,13 +29,12 @@ def marked_text(tokenizer, input_ids: list[int], labels: list[int], color: bool)
 
 def preview_data(cfg: TrainConfig, rows: int, as_json: bool = False, out=None) -> None:
     from .data import load_training_data
-    from .modeling import load_tokenizer
+    from .modeling import tokenizer_for
 
     if rows <= 0:
         raise UserError(f"--preview-data needs a number of rows > 0, got {rows}")
     out = out or sys.stdout
-    tokenizer = load_tokenizer(cfg.tokenizer or cfg.base_model, cfg.chat_template, cfg.chat_template_jinja,
-                               cfg.trust_remote_code, cfg.special_tokens)
+    tokenizer = tokenizer_for(cfg)
     train_data, _ = load_training_data(cfg, tokenizer)
     color = not as_json and out.isatty()
     if not as_json:

@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, check_writable_folder
 
 RUN_RECORD = "run_record.json"  # the config the run started with: our mark on the folder, checked on resume
 FINISHED = "finished.json"  # written last: the run is complete
@@ -65,16 +65,6 @@ def is_finished(out: Path) -> bool:
     return (out / FINISHED).is_file() or ((out / "adapter_config.json").is_file() and not (out / RUN_RECORD).is_file())
 
 
-def _check_writable(out: Path) -> None:
-    ancestor = out
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise UserError(f"output_dir {out}: {ancestor} is a file, not a folder; choose another output_dir")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise UserError(f"output_dir {out}: {ancestor} is not writable; choose another output_dir")
-
-
 def changed_settings(recorded: dict, current: dict) -> list[str]:
     return [f"{key} {recorded.get(key)!r} -> {current.get(key)!r}" for key in sorted(set(recorded) | set(current))
             if key not in HARMLESS_ON_RESUME and recorded.get(key) != current.get(key)]
@@ -91,9 +81,7 @@ def plan(cfg, config: dict) -> RunPlan:
     """Decide what to do with ``output_dir`` before anything loads; writes nothing."""
     out = Path(cfg.output_dir)
     resume = cfg.resume_from_checkpoint
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output_dir {out} exists and is a file; choose another output_dir")
-    _check_writable(out)
+    check_writable_folder(out, "output_dir")
     if out.is_dir() and any(out.iterdir()) and not _is_ours(out):
         names = ", ".join(sorted(p.name for p in out.iterdir())[:3])
         raise UserError(f"output_dir {out} holds files this package did not write ({names}, ...); "

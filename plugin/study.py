@@ -21,8 +21,8 @@ import yaml
 
 from .benchmark_data import as_chat, load_items, write_jsonl
 from .config import load_config
-from .errors import UserError, exits_cleanly_on_user_error
-from .eval import check_output_folder, evaluate
+from .errors import UserError, check_writable_folder, exits_cleanly_on_user_error
+from .eval import evaluate
 from .run_dir import is_finished
 
 STUDY_KEYS = {"base_model", "output_dir", "seeds", "train_tasks", "train_items", "eval_tasks", "eval_start",
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     study = load_study(Path(args.config))
     root = Path(study["output_dir"])
-    check_output_folder(str(root), "study output_dir")
+    check_writable_folder(root, "study output_dir")
     train_file, eval_dir = prepare_data(study, root)
     full_plan = run_plan(study)
     plan = [i for i in full_plan if not args.only or args.only in i["id"]]

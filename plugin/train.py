@@ -85,7 +85,7 @@ def sft_config(cfg: TrainConfig, has_eval: bool, use_cpu: bool):
 
 
 def _invalid_value(err: ValueError) -> UserError:
-    return UserError(str(err).strip().splitlines()[0])
+    return UserError(first_line(err))
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -97,7 +97,7 @@ def train(cfg: TrainConfig) -> Path:
 
     from .data import load_training_data
     from .modeling import (build_peft_config, check_modules_to_save, check_target_modules, load_base_model,
-                           load_tokenizer)
+                           tokenizer_for)
     from .telemetry import AdapterTelemetryCallback
     from .trainer import AuxLossSFTTrainer
 
@@ -108,8 +108,7 @@ def train(cfg: TrainConfig) -> Path:
     run = run_dir.plan(cfg, config)
     check_eval_section(cfg)
     peft_config = build_peft_config(cfg)
-    tokenizer = load_tokenizer(cfg.tokenizer or cfg.base_model, cfg.chat_template, cfg.chat_template_jinja,
-                               cfg.trust_remote_code, cfg.special_tokens)
+    tokenizer = tokenizer_for(cfg)
     train_data, eval_data = load_training_data(cfg, tokenizer)
     bf16 = resolve_bf16(cfg)
     model = load_base_model(
