@@ -30,6 +30,7 @@ class LabelPolicy:
     roles_to_train: tuple[str, ...] = ("assistant",)
     train_on_eos: str = "turn"  # turn: each trained turn's; last: the conversation's last; all; none
     train_on_inputs: bool = False  # every token trained
+    eot_tokens: tuple[str, ...] = ()  # Axolotl's eot_tokens: the markers that close a turn (default: common ones)
 
 
 def _render(tokenizer, conversations: list[list[dict]], add_generation_prompt: bool, template: str | None,
@@ -47,14 +48,14 @@ def _end_of_turn(text: str, start: int, end: int, markers: tuple[str, ...]) -> t
     return min(found) if found else (end, end)
 
 
-def turn_spans(tokenizer, messages: list[dict], template: str | None = None,
-               tools: list | None = None) -> tuple[str, list[tuple]]:
+def turn_spans(tokenizer, messages: list[dict], template: str | None = None, tools: list | None = None,
+               eot_tokens: tuple[str, ...] = ()) -> tuple[str, list[tuple]]:
     """Render ``messages``; return the text and per turn (role, body_start, body_end, eot_start, eot_end) in chars."""
     prefixes = _render(tokenizer, [messages[: i + 1] for i in range(len(messages))], False, template, tools)
     text = prefixes[-1]
     answered = [i for i, m in enumerate(messages) if m["role"] == "assistant" and i > 0]
     prompts = dict(zip(answered, _render(tokenizer, [messages[:i] for i in answered], True, template, tools)))
-    markers = tuple(dict.fromkeys(m for m in (tokenizer.eos_token, *_END_OF_TURN) if m))
+    markers = eot_tokens or tuple(dict.fromkeys(m for m in (tokenizer.eos_token, *_END_OF_TURN) if m))
     spans, start = [], 0
     for i, (message, prefix) in enumerate(zip(messages, prefixes)):
         if tokenizer.eos_token and prefix.endswith(tokenizer.eos_token) and not text.startswith(prefix):
@@ -92,7 +93,7 @@ def trained_char_ranges(spans: list[tuple], policy: LabelPolicy) -> list[tuple[i
 def render_with_trained_ranges(tokenizer, messages: list[dict], policy: LabelPolicy, template: str | None = None,
                                tools: list | None = None) -> tuple[str, list[tuple[int, int]]]:
     """The rendered chat and the character ranges whose tokens are trained."""
-    text, spans = turn_spans(tokenizer, messages, template, tools)
+    text, spans = turn_spans(tokenizer, messages, template, tools, policy.eot_tokens)
     return text, [(0, len(text))] if policy.train_on_inputs else trained_char_ranges(spans, policy)
 
 

@@ -34,7 +34,8 @@ class DatasetSpec:
 
     path: str
     # messages = chat_template (Axolotl's name): OpenAI {role, content} chats; sharegpt: {from, value} chats
-    type: Literal["messages", "chat_template", "sharegpt", "alpaca", "text"] = "messages"
+    # text = completion (Axolotl's name): plain text, every token trained
+    type: Literal["messages", "chat_template", "sharegpt", "alpaca", "text", "completion"] = "messages"
     split: str = "train"
     name: Optional[str] = None  # hub dataset config name
     field_messages: Optional[str] = None  # column holding the chat; default messages (conversations for sharegpt)
@@ -48,6 +49,8 @@ class DatasetSpec:
     field_output: str = "output"
     field_system: Optional[str] = None
     field_history: Optional[str] = None
+    drop_system_message: bool = False  # chats: leave out a leading system turn (Axolotl's key)
+    field: str = "text"  # the text column of a text / completion dataset (Axolotl's key)
     max_samples: Optional[int] = None
 
 
@@ -74,6 +77,7 @@ class TrainConfig:
     load_in_8bit: bool = False
     trust_remote_code: bool = False  # run the model repo's own code (as transformers' flag)
     attn_implementation: Optional[str] = None  # transformers' name: eager, sdpa, flash_attention_2, ...
+    eot_tokens: Optional[list[str]] = None  # tokens that close a chat turn (Axolotl's key); default: common ones
     special_tokens: Optional[dict[str, str]] = None  # e.g. {pad_token: "<|end_of_text|>"}: tokens already in the vocabulary
     chat_template: Optional[str] = None  # None: the tokenizer's own; a name (chatml, llama3, qwen3, ...) or Jinja text
     chat_template_jinja: Optional[str] = None  # the Jinja text for chat_template: jinja (Axolotl)
@@ -102,6 +106,7 @@ class TrainConfig:
     sample_packing: bool = False
     train_on_inputs: bool = False  # False: loss on the roles_to_train turns only; true: on every token
     max_samples: Optional[int] = None  # LLaMA-Factory: rows taken from each dataset without its own max_samples
+    dataset_exact_deduplication: bool = False  # identical prepared rows kept once (Axolotl's key)
     dataset_processes: Optional[int] = None  # processes tokenising the data; default: all cores for >= 20k rows
     # optimisation
     micro_batch_size: int = 1
@@ -110,13 +115,19 @@ class TrainConfig:
     max_steps: int = -1
     learning_rate: float = 2e-4
     lr_scheduler: str = "cosine"
+    cosine_min_lr_ratio: Optional[float] = None  # cosine decays to this fraction of learning_rate (Axolotl's key)
     warmup_ratio: float = 0.0
+    warmup_steps: Optional[int] = None  # warmup as a number of steps (instead of warmup_ratio)
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     optimizer: str = "adamw_torch"
     bf16: Union[bool, Literal["auto"]] = False
     fp16: bool = False  # float16 mixed precision (GPUs without bf16)
     group_by_length: bool = False  # batches of similar lengths (less padding; changes the batch order)
+    curriculum_sampling: bool = False  # rows in dataset order, not shuffled (Axolotl's key)
     gradient_checkpointing: Union[bool, Literal["offload"]] = False  # offload: also keep saved activations on CPU
     seed: int = 42
     # outputs
@@ -149,6 +160,7 @@ ALIASES = {
     "per_device_train_batch_size": "micro_batch_size",
     "num_train_epochs": "num_epochs",
     "lr_scheduler_type": "lr_scheduler",
+    "adam_eps": "adam_epsilon",
     "val_size": "val_set_size",
     "packing": "sample_packing",
     "template": "chat_template",
@@ -248,11 +260,8 @@ def _build(cls: type, raw: dict, where: str = "") -> Any:
     for key, value in raw.items():
         key = str(key)
         label = f"{where}.{key}" if where else key
-        if key not in hints and not where:  # another tool's top-level key
-            if key in peer_keys.REFUSED:
-                raise UserError(f"{key}: {peer_keys.REFUSED[key]}")
-            if key in peer_keys.IGNORED:
-                continue
+        if key not in hints and not where and key in peer_keys.IGNORED:  # another tool's top-level key
+            continue
         if key not in hints:
             raise UserError(f"unknown key '{label}'{_suggest(key, names)}")
         kwargs[key] = _coerce(value, hints[key], label)
@@ -270,9 +279,16 @@ def _takes_none(key: str) -> bool:
 
 
 def _canonical_keys(raw: dict) -> dict:
+    refused = [key for key, value in raw.items() if key in peer_keys.REFUSED and value is not None]
+    if refused:  # the real reason first: an rl: dpo file also carries keys only DPO knows
+        raise UserError(f"{refused[0]}: {peer_keys.REFUSED[refused[0]]}")
     out: dict[str, Any] = {}
     for key, value in raw.items():
         if value is None and not _takes_none(ALIASES.get(key, key)):
+            continue
+        if key in peer_keys.REFUSED_WHEN_ON:
+            if value:
+                raise UserError(f"{key}: {value}: {peer_keys.REFUSED_WHEN_ON[key]}")
             continue  # upstream files leave unused keys empty (lora_model_dir:, lora_r:): empty means absent
         if key == "adapter" and value == "qlora":  # Axolotl: LoRA on a 4-bit base
             if raw.get("load_in_8bit"):
@@ -283,10 +299,15 @@ def _canonical_keys(raw: dict) -> dict:
             if value not in (4, 8):
                 raise UserError(f"quantization_bit must be 4 or 8, got {value!r}")
             key, value = f"load_in_{value}bit", True
-        elif key == "stage":  # LLaMA-Factory
-            if value == "sft":  # the only stage this trainer runs
+        elif key == "stage":  # LLaMA-Factory: sft, or pt = plain-text training (its datasets read as text)
+            if value not in ("sft", "pt"):
+                raise UserError(f"stage: {value}: only supervised fine-tuning (sft) and plain-text training (pt) "
+                                "run here; preference and reward stages are not supported")
+        elif key == "do_train":  # LLaMA-Factory
+            if value is True:
                 continue
-            raise UserError(f"stage: {value}: only supervised fine-tuning (stage: sft) runs here")
+            raise UserError("do_train: false: plugin.train always trains; evaluate a saved adapter with "
+                            "python -m plugin.eval --adapter DIR")
         elif key == "quantization_method":  # LLaMA-Factory; bitsandbytes is what load_in_4bit/8bit use
             if value == "bnb":
                 continue
@@ -299,6 +320,12 @@ def _canonical_keys(raw: dict) -> dict:
 
 
 def _check_values(cfg: TrainConfig, explicit_keys: list[str]) -> None:
+    if cfg.cosine_min_lr_ratio is not None and (cfg.lr_scheduler != "cosine" or not 0 <= cfg.cosine_min_lr_ratio <= 1):
+        raise UserError(f"cosine_min_lr_ratio: {cfg.cosine_min_lr_ratio} needs lr_scheduler: cosine and a value in "
+                        f"[0, 1] (lr_scheduler is {cfg.lr_scheduler})")
+    if cfg.curriculum_sampling and cfg.group_by_length:
+        raise UserError("curriculum_sampling (dataset order) and group_by_length (batches by length) both set the "
+                        "row order; keep one")
     for name in ("saves_per_epoch", "eval_steps", "evals_per_epoch", "eval_batch_size"):
         if getattr(cfg, name) is not None and getattr(cfg, name) <= 0:
             raise UserError(f"{name} must be > 0, got {getattr(cfg, name)}")
@@ -315,6 +342,9 @@ def _check_values(cfg: TrainConfig, explicit_keys: list[str]) -> None:
         raise UserError(f"learning_rate must be > 0, got {cfg.learning_rate}")
     if not 0 <= cfg.warmup_ratio < 1:
         raise UserError(f"warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}")
+    if cfg.warmup_steps is not None and (cfg.warmup_steps < 0 or cfg.warmup_ratio):
+        raise UserError(f"warmup_steps must be >= 0 and not combined with warmup_ratio (got {cfg.warmup_steps} and "
+                        f"{cfg.warmup_ratio}); keep one")
     if cfg.fp16 and cfg.bf16 is True:
         raise UserError("bf16 and fp16 are both true; pick one")
     if cfg.load_in_4bit and cfg.load_in_8bit:
@@ -385,8 +415,14 @@ def load_config(path: str | os.PathLike | None, overrides: dict | None = None) -
             raise UserError("both dataset (LLaMA-Factory names) and datasets are set; keep one")
         from .llamafactory import registry_datasets
 
-        raw["datasets"] = registry_datasets(raw.pop("dataset"), raw.pop("dataset_dir", None) or "data")
+        raw["datasets"] = registry_datasets(raw.pop("dataset"), raw.pop("dataset_dir", None) or "data",
+                                            as_text=raw.get("stage") == "pt")
     raw.pop("dataset_dir", None)
+    if raw.pop("stage", "sft") == "pt":
+        chats = [d.get("path") for d in raw.get("datasets") or [] if d.get("type", "messages") not in TEXT_TYPES]
+        if chats:
+            raise UserError(f"stage: pt trains plain text, but dataset {chats[0]} is not type: text; set its type "
+                            "to text (field: COLUMN) or use stage: sft")
     ignored = sorted(k for k in raw if k in peer_keys.IGNORED)
     if ignored:
         print(f"note: ignoring keys that do not change training here: {', '.join(ignored)}", file=sys.stderr)
@@ -395,6 +431,7 @@ def load_config(path: str | os.PathLike | None, overrides: dict | None = None) -
     return cfg
 
 
+TEXT_TYPES = ("text", "completion")
 METHOD_PREFIXES = ("mplora_", "mor_", "loratrf_")
 
 

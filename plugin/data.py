@@ -18,7 +18,7 @@ from pathlib import Path
 from datasets import Dataset, concatenate_datasets, load_dataset, load_from_disk
 
 from .chat_labels import IGNORE, LabelPolicy, RowProblem, label_tokens, render_with_trained_ranges, turn_spans
-from .config import DEFAULT_ROLES, DatasetSpec, TrainConfig
+from .config import DEFAULT_ROLES, TEXT_TYPES, DatasetSpec, TrainConfig
 from .errors import UserError, first_line
 
 _LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -91,6 +91,7 @@ class ChatFormat:
     column: str
     properties: dict  # our key -> the row's key
     role_of: dict  # the row's role name -> ours
+    drop_system_message: bool = False  # Axolotl: a leading system turn is left out
 
     @classmethod
     def of(cls, spec: DatasetSpec, columns: list[str]) -> "ChatFormat":
@@ -100,7 +101,8 @@ class ChatFormat:
         properties = {**(SHAREGPT_PROPERTIES if sharegpt else {"role": "role", "content": "content"}),
                       **(spec.message_property_mappings or {})}
         roles = spec.roles or DEFAULT_ROLES
-        return cls(column, properties, {name: ours for ours, names in roles.items() for name in names})
+        return cls(column, properties, {name: ours for ours, names in roles.items() for name in names},
+                   spec.drop_system_message)
 
 
 def normalise_messages(raw, fmt: ChatFormat, policy: LabelPolicy) -> list[dict]:
@@ -122,6 +124,8 @@ def normalise_messages(raw, fmt: ChatFormat, policy: LabelPolicy) -> list[dict]:
         if not isinstance(content, str) and not (role == "assistant" and out.get("tool_calls")):
             raise RowProblem(f"message {number} ({role}) has no text '{fmt.properties['content']}'")
         messages.append({**out, "role": role})
+    if fmt.drop_system_message and messages[0]["role"] == "system":
+        messages = messages[1:]
     if not policy.train_on_inputs and not any(m["role"] in policy.roles_to_train for m in messages):
         raise RowProblem(f"no {'/'.join(policy.roles_to_train)} turn to train on")
     return messages
@@ -165,8 +169,8 @@ class Preparation:
 
     def __call__(self, batch: dict) -> dict:
         rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
-        if self.spec.type == "text":
-            encoded = [(ids, list(ids), "") for ids in self._text_rows([row["text"] for row in rows])]
+        if self.spec.type in TEXT_TYPES:
+            encoded = [(ids, list(ids), "") for ids in self._text_rows([row[self.spec.field] for row in rows])]
         else:
             rendered = []
             for row in rows:
@@ -201,7 +205,8 @@ def tokenize_dataset(raw: Dataset, spec: DatasetSpec, tokenizer, policy: LabelPo
                      template: str | None = None, num_proc: int | None = None) -> Dataset:
     """Rows -> ``input_ids`` + ``labels``, truncated to ``max_length``; bad rows stop it, untrainable ones are
     dropped and counted (as TRL and Axolotl drop them, but said)."""
-    required = {"alpaca": (spec.field_instruction, spec.field_output), "text": ("text",)}.get(spec.type)
+    required = (spec.field,) if spec.type in TEXT_TYPES else \
+        {"alpaca": (spec.field_instruction, spec.field_output)}.get(spec.type)
     fmt = None if required else ChatFormat.of(spec, raw.column_names)
     missing = [c for c in (required or (fmt.column,)) if c not in raw.column_names]
     if missing:
@@ -233,8 +238,8 @@ def tokenize_dataset(raw: Dataset, spec: DatasetSpec, tokenizer, policy: LabelPo
     return data.remove_columns("problem")
 
 
-def label_policy(spec: DatasetSpec, train_on_inputs: bool) -> LabelPolicy:
-    return LabelPolicy(tuple(spec.roles_to_train), spec.train_on_eos, train_on_inputs)
+def label_policy(spec: DatasetSpec, cfg: TrainConfig) -> LabelPolicy:
+    return LabelPolicy(tuple(spec.roles_to_train), spec.train_on_eos, cfg.train_on_inputs, tuple(cfg.eot_tokens or ()))
 
 
 # a chat with every common role, to see whether a template renders each turn the same once later turns follow
@@ -261,17 +266,39 @@ def training_template(tokenizer) -> str | None:
         return None
 
 
+def drop_duplicate_rows(data: Dataset) -> Dataset:
+    """Axolotl's ``dataset_exact_deduplication``: identical prepared rows (tokens and labels) kept once."""
+    seen, keep, index = set(), [], 0
+    for batch in data.select_columns(["input_ids", "labels"]).iter(batch_size=1000):
+        for ids, labels in zip(batch["input_ids"], batch["labels"]):
+            key = (tuple(ids), tuple(labels))
+            if key not in seen:
+                seen.add(key)
+                keep.append(index)
+            index += 1
+    if len(keep) < len(data):
+        print(f"note: dataset_exact_deduplication dropped {len(data) - len(keep)} duplicate rows of {len(data)}",
+              file=sys.stderr)
+    return data.select(keep)
+
+
 def load_training_data(cfg: TrainConfig, tokenizer) -> tuple[Dataset, Dataset | None]:
     """The training (and held-out) rows exactly as the trainer sees them: ``input_ids`` and ``labels``."""
     template = training_template(tokenizer) if tokenizer.chat_template else None
+    unknown = [t for t in cfg.eot_tokens or () if t not in tokenizer.get_vocab()]
+    if unknown:
+        raise UserError(f"eot_tokens: {unknown[0]!r} is not a token of this tokenizer; list the tokens its chat "
+                        "template ends turns with")
     parts = []
     for spec in cfg.datasets:
-        if spec.type != "text" and not tokenizer.chat_template:
+        if spec.type not in TEXT_TYPES and not tokenizer.chat_template:
             raise UserError(f"dataset {spec.path} is a chat ('{spec.type}') but the tokenizer has no chat template; "
                             "set chat_template: chatml")
-        parts.append(tokenize_dataset(_load_raw(spec), spec, tokenizer, label_policy(spec, cfg.train_on_inputs),
+        parts.append(tokenize_dataset(_load_raw(spec), spec, tokenizer, label_policy(spec, cfg),
                                       cfg.sequence_len, template, cfg.dataset_processes))
     data = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    if cfg.dataset_exact_deduplication:
+        data = drop_duplicate_rows(data)
     val_set_size = cfg.val_set_size
     if not val_set_size:
         return data, None

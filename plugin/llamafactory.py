@@ -16,7 +16,7 @@ SHAREGPT_TAGS = {"role_tag": "from", "content_tag": "value", "user_tag": "human"
                  "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system"}
 
 
-def _entry_spec(name: str, entry: dict, dataset_dir: Path) -> dict:
+def _entry_spec(name: str, entry: dict, dataset_dir: Path, as_text: bool) -> dict:
     if "file_name" in entry:
         path = dataset_dir / entry["file_name"]
         if not path.exists():
@@ -30,6 +30,16 @@ def _entry_spec(name: str, entry: dict, dataset_dir: Path) -> dict:
         raise UserError(f"dataset '{name}' in {dataset_dir / 'dataset_info.json'} has neither file_name nor "
                         "hf_hub_url; only those two sources are supported")
     columns = entry.get("columns", {})
+    media = [c for c in ("images", "videos", "audios") if c in columns]
+    if media:
+        raise UserError(f"dataset '{name}' has {media[0]}: vision and audio training is not supported, plugin.train "
+                        "trains causal language models on text")
+    if as_text:  # stage: pt reads each row's prompt column as plain text (LLaMA-Factory's pretrain processor)
+        if entry.get("formatting", "alpaca") != "alpaca" or "prompt" not in columns or "query" in columns:
+            raise UserError(f"dataset '{name}': stage: pt reads one text column, named by columns: {{prompt: COLUMN}} "
+                            "in dataset_info.json (as c4_demo does); use chat and instruction data with stage: sft")
+        spec.update(type="text", field=columns["prompt"])
+        return spec
     if entry.get("formatting", "alpaca") == "alpaca":
         mapped = {**ALPACA_COLUMNS, **columns}
         spec.update(type="alpaca", field_instruction=mapped["prompt"], field_input=mapped["query"],
@@ -44,8 +54,9 @@ def _entry_spec(name: str, entry: dict, dataset_dir: Path) -> dict:
     return spec
 
 
-def registry_datasets(names, dataset_dir: str) -> list[dict]:
-    """``dataset: a,b`` -> our ``datasets:`` entries, read from ``dataset_dir/dataset_info.json``."""
+def registry_datasets(names, dataset_dir: str, as_text: bool = False) -> list[dict]:
+    """``dataset: a,b`` -> our ``datasets:`` entries, read from ``dataset_dir/dataset_info.json``; ``as_text``
+    (``stage: pt``) reads them as plain text."""
     wanted = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if str(n).strip()]
     info_file = Path(dataset_dir) / "dataset_info.json"
     if not info_file.is_file():
@@ -58,4 +69,4 @@ def registry_datasets(names, dataset_dir: str) -> list[dict]:
     unknown = [n for n in wanted if n not in info]
     if unknown:
         raise UserError(f"dataset '{unknown[0]}' is not in {info_file}")
-    return [_entry_spec(name, info[name], info_file.parent) for name in wanted]
+    return [_entry_spec(name, info[name], info_file.parent, as_text) for name in wanted]

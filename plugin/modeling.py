@@ -99,6 +99,18 @@ def quantization_config(load_in_4bit: bool, load_in_8bit: bool, compute_dtype: t
     )
 
 
+def _refuse_prequantised(name: str, trust_remote_code: bool) -> None:
+    """AWQ/GPTQ/AQLM/... checkpoints hold packed integer kernels that our layers cannot wrap (bitsandbytes ones can)."""
+    from transformers import AutoConfig
+
+    quant = getattr(AutoConfig.from_pretrained(resolve_model_path(name), trust_remote_code=trust_remote_code),
+                    "quantization_config", None)
+    method = (quant.get("quant_method") if isinstance(quant, dict) else getattr(quant, "quant_method", None))
+    if method is not None and str(method).lower().rsplit(".", 1)[-1] != "bitsandbytes":
+        raise UserError(f"base_model {name} is pre-quantised with {method}: MPLoRA, MoR and LoRATRF layers cannot wrap "
+                        "its kernels; use the full-precision base with load_in_4bit: true")
+
+
 def load_base_model(name: str, *, load_in_4bit=False, load_in_8bit=False, bf16=False, gradient_checkpointing=False,
                     trust_remote_code=False, attn_implementation=None):
     """Load a causal LM; quantized backbones get PEFT's k-bit training preparation."""
@@ -108,6 +120,7 @@ def load_base_model(name: str, *, load_in_4bit=False, load_in_8bit=False, bf16=F
     dtype = torch.bfloat16 if bf16 else torch.float32
     quant = quantization_config(load_in_4bit, load_in_8bit, dtype)
     try:
+        _refuse_prequantised(name, trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name), dtype=dtype, quantization_config=quant,
                                                      trust_remote_code=trust_remote_code,
                                                      attn_implementation=_attention(attn_implementation))

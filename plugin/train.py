@@ -40,6 +40,10 @@ def _schedule(every: int, per_epoch: int | None, num_epochs: float) -> tuple[str
     return ("steps", ratio) if ratio < 1 else ("epoch", every)
 
 
+def sampling_strategy(cfg: TrainConfig) -> str:
+    return "group_by_length" if cfg.group_by_length else "sequential" if cfg.curriculum_sampling else "random"
+
+
 def sft_config(cfg: TrainConfig, has_eval: bool, use_cpu: bool):
     from trl import SFTConfig
 
@@ -55,15 +59,21 @@ def sft_config(cfg: TrainConfig, has_eval: bool, use_cpu: bool):
         num_train_epochs=cfg.num_epochs,
         max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
+        # Axolotl's cosine_min_lr_ratio is transformers' cosine_with_min_lr (same curve: cosine from 1 to the ratio)
+        lr_scheduler_type="cosine_with_min_lr" if cfg.cosine_min_lr_ratio is not None else cfg.lr_scheduler,
+        lr_scheduler_kwargs={"min_lr_rate": cfg.cosine_min_lr_ratio} if cfg.cosine_min_lr_ratio is not None else {},
+        # transformers 5: a float < 1 is a ratio of the total steps, an int a number of steps
+        warmup_steps=cfg.warmup_steps if cfg.warmup_steps is not None else cfg.warmup_ratio,
+        adam_beta1=cfg.adam_beta1,
+        adam_beta2=cfg.adam_beta2,
+        adam_epsilon=cfg.adam_epsilon,
         weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm,
         optim=cfg.optimizer,
         # TRL's CPU defaults (bf16=True, gradient checkpointing on) must not surprise: the YAML decides
         bf16=resolve_bf16(cfg) and not cfg.fp16,
         fp16=cfg.fp16,
-        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        train_sampling_strategy=sampling_strategy(cfg),
         gradient_checkpointing=bool(cfg.gradient_checkpointing),
         gradient_checkpointing_kwargs={"use_reentrant": False},  # MoR's balance loss needs grads through the router
         max_length=cfg.sequence_len,

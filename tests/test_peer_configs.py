@@ -11,6 +11,7 @@ import pytest
 
 from plugin import chat_templates
 from plugin.config import load_config
+from plugin.errors import UserError
 
 from .helpers import REPO, adapter_weights, write_yaml
 
@@ -100,3 +101,118 @@ def test_axolotl_qlora_example_trains_two_steps_as_mor(tiny_model_dir, tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert any("mor_omega_B" in k for k in adapter_weights(tmp_path / "out"))
     assert json.loads((tmp_path / "out" / "adapter_config.json").read_text())["peft_type"] == "MOR"
+
+
+def test_llamafactory_pretrain_example_trains_on_plain_text(in_lf_folder, tiny_model_dir):
+    """stage: pt reads the registry entry's prompt column as text; every token is trained, eos closes each row."""
+    from plugin.data import load_training_data
+    from plugin.modeling import tokenizer_for
+
+    cfg = load_config(LF / "qwen3_lora_pretrain.yaml", {"finetuning_type": "mor", "model_name_or_path": str(tiny_model_dir),
+                                                        "cutoff_len": 64})
+    (spec,) = cfg.datasets
+    assert (Path(spec.path).name, spec.type, spec.field, spec.max_samples) == ("c4_demo.jsonl", "text", "text", 1000)
+    tokenizer = tokenizer_for(cfg)
+    data, _ = load_training_data(cfg, tokenizer)
+    first = json.loads((LF / "data" / "c4_demo.jsonl").read_text().splitlines()[0])["text"]
+    assert len(data) == 20 and data[0]["input_ids"] == tokenizer(first)["input_ids"][:64]
+    assert all(row["labels"] == row["input_ids"] for row in data)
+    short = [row for row in data if len(row["input_ids"]) < 64]
+    assert all(row["input_ids"][-1] == tokenizer.eos_token_id for row in short)
+
+
+def test_llamafactory_pretrain_refuses_chat_entries(in_lf_folder):
+    with pytest.raises(UserError, match="dataset 'identity': stage: pt reads one text column"):
+        load_config(LF / "qwen3_lora_pretrain.yaml", {"dataset": "identity"})
+
+
+def test_axolotl_gemma2_example_drops_the_system_turn(tiny_model_dir, tmp_path):
+    """drop_system_message and eot_tokens with Axolotl's meaning; only the data path, base model and (for the tiny
+    model's ChatML tokenizer) the template and its end-of-turn token replaced."""
+    from plugin.data import load_training_data
+    from plugin.modeling import tokenizer_for
+
+    chat = [{"from": "system", "value": "SYSTEM-PROMPT"}, {"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]
+    data_file = tmp_path / "orca.jsonl"
+    data_file.write_text(json.dumps({"conversations": chat}) + "\n")
+    keep = load_config(AX / "gemma2_qlora.yml", {"adapter": "mor"}).datasets[0]
+    assert (keep.type, keep.drop_system_message, keep.field_messages) == ("chat_template", True, "conversations")
+    dataset = {k: v for k, v in vars(keep).items() if v is not None} | {"path": str(data_file)}
+    cfg = load_config(AX / "gemma2_qlora.yml", {"adapter": "mor", "base_model": str(tiny_model_dir), "datasets": [dataset],
+                                                "chat_template": "chatml", "eot_tokens": ["<|im_end|>"]})
+    tokenizer = tokenizer_for(cfg)
+    data, _ = load_training_data(cfg, tokenizer)
+    text = tokenizer.decode(data[0]["input_ids"])
+    assert "SYSTEM-PROMPT" not in text and "hi" in text
+    trained = tokenizer.decode([t for t in data[0]["labels"] if t != -100])
+    assert trained == "hello<|im_end|>"
+
+
+def test_axolotl_deduplicate_example_keeps_each_row_once(tiny_model_dir, tmp_path):
+    """The upstream file lists the same dataset twice with dataset_exact_deduplication: true."""
+    from plugin.data import load_training_data
+    from plugin.modeling import tokenizer_for
+
+    upstream = load_config(AX / "llama-3_lora-1b-deduplicate-sft.yml", {"adapter": "mor"})
+    assert upstream.dataset_exact_deduplication and [d.path for d in upstream.datasets] == ["mhenrichsen/alpaca_2k_test"] * 2
+    local = [{"path": str(LF / "data" / "alpaca_en_demo.json"), "type": "alpaca"}] * 2
+    overrides = {"adapter": "mor", "base_model": str(tiny_model_dir), "datasets": local,
+                 "special_tokens": {"pad_token": "<|im_end|>"}}
+    cfg = load_config(AX / "llama-3_lora-1b-deduplicate-sft.yml", overrides)
+    data, _ = load_training_data(cfg, tokenizer_for(cfg))
+    both = load_config(AX / "llama-3_lora-1b-deduplicate-sft.yml", {**overrides, "dataset_exact_deduplication": False})
+    doubled, _ = load_training_data(both, tokenizer_for(both))
+    assert len(doubled) == 40 and len(data) == 20
+    assert {tuple(r["input_ids"]) for r in data} == {tuple(r["input_ids"]) for r in doubled}
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("cosine_constant_lr_ratio", 0, None),  # off: Axolotl's FSDP2 examples leave it at 0
+    ("test_value", True, "ignoring keys that do not change training here: test_value"),
+    ("torch_compile_mode", "max-autotune", "ignoring keys that do not change training here: torch_compile_mode"),
+])
+def test_inert_upstream_keys_are_accepted(tmp_path, capsys, key, value, expected):
+    cfg_file = write_yaml(tmp_path / "c.yaml", datasets=[{"path": "data/demo/tulu_sample.jsonl"}], **{key: value})
+    load_config(cfg_file)
+    err = capsys.readouterr().err
+    assert (expected in err) if expected else key not in err
+
+
+def test_prequantised_base_is_refused_before_loading(tiny_model_dir, tmp_path):
+    """LLaMA-Factory's train_qlora AWQ/GPTQ/AQLM examples: packed kernels our layers cannot wrap."""
+    import shutil
+
+    from plugin.modeling import load_base_model
+
+    awq = shutil.copytree(tiny_model_dir, tmp_path / "awq")
+    config = json.loads((awq / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "awq", "bits": 4, "group_size": 128, "version": "gemm"}
+    (awq / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match="is pre-quantised with awq: .* use the full-precision base with load_in_4bit"):
+        load_base_model(str(awq))
+
+
+def test_axolotl_schedule_and_optimizer_keys_reach_the_trainer(tmp_path):
+    """warmup_steps, adam_*, cosine_min_lr_ratio (Axolotl: cosine from 1 down to the ratio), curriculum_sampling."""
+    import math
+
+    import torch
+    from transformers import get_scheduler
+
+    from plugin.train import sft_config
+
+    cfg_file = write_yaml(tmp_path / "c.yaml", datasets=[{"path": "data/demo/tulu_sample.jsonl"}], warmup_steps=2,
+                          adam_beta2=0.95, adam_eps=1e-6, cosine_min_lr_ratio=0.1, curriculum_sampling=True,
+                          learning_rate=1.0, max_steps=10)
+    args = sft_config(load_config(cfg_file), has_eval=False, use_cpu=True)
+    assert (args.warmup_steps, args.adam_beta2, args.adam_epsilon, args.train_sampling_strategy) == (2, 0.95, 1e-6, "sequential")
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    schedule = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=2, num_training_steps=10,
+                             scheduler_specific_kwargs=args.lr_scheduler_kwargs)
+    lrs = []
+    for _ in range(10):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    expected = [s / 2 for s in range(2)] + [0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (s - 2) / 8)) for s in range(2, 10)]
+    assert lrs == pytest.approx(expected)
