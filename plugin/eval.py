@@ -15,25 +15,51 @@ import sys
 import tempfile
 from pathlib import Path
 
+import yaml
+
 from .adapter_io import load_adapter_strict, read_adapter_config, read_adapter_weights
 from .errors import UserError, check_writable_folder, exits_cleanly_on_user_error, first_line
 
 EVAL_DIR = Path(__file__).resolve().parent.parent / "eval"
 SUITES_DIR = EVAL_DIR / "suites"  # lm-eval include path: groups and the task YAMLs lm-eval lacks
 TEMPLATES_DIR = EVAL_DIR / "templates"  # offline task templates, filled per data file
-SUITES = {"commonsense": ["commonsense"], "math": ["math"], "mmlu": ["mmlu"]}
+SUITES = {"commonsense": ["commonsense"], "math": ["math"], "mmlu": ["mmlu"], "mor": ["mor"], "loratrf": ["loratrf"]}
 # offline: which local files (in --data_dir) make up each suite
 LOCAL_SUITES = {
     "commonsense": ["boolq", "piqa", "social_iqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa"],
     "math": ["gsm8k", "svamp", "addsub", "multiarith", "singleeq", "asdiv"],
     "mmlu": ["mmlu"],
+    "mor": ["social_iqa", "piqa", "winogrande", "arc_easy", "arc_challenge", "hellaswag", "openbookqa", "lambada",
+            "mmlu", "nq_open"],
+    "loratrf": ["gsm8k", "addsub", "svamp", "hellaswag", "boolq", "piqa", "social_iqa"],
 }
 MATH_TASKS = set(LOCAL_SUITES["math"])
+# per offline task: its template in eval/templates/ and the row shape its lines must have
+ROW_SHAPES = {"multiple_choice.yaml": "{question, choices, label}", "math.yaml": "{question, answer}",
+              "lambada.yaml": "{text}", "nq_open.yaml": "{question, answer: [aliases]}"}
 
 
-def check_task_file(data_file: Path, math: bool) -> None:
+def template_for(task: str) -> str:
+    return "math.yaml" if task in MATH_TASKS else {"lambada": "lambada.yaml", "nq_open": "nq_open.yaml"}.get(
+        task, "multiple_choice.yaml")
+
+
+def _row_fits(row, template: str) -> bool:
+    if not isinstance(row, dict):
+        return False
+    if template == "lambada.yaml":
+        return isinstance(row.get("text"), str) and " " in row["text"]
+    if template == "nq_open.yaml":
+        return isinstance(row.get("question"), str) and isinstance(row.get("answer"), list)
+    if template == "math.yaml":
+        return isinstance(row.get("question"), str) and "answer" in row
+    return (isinstance(row.get("question"), str) and isinstance(row.get("choices"), list)
+            and isinstance(row.get("label"), int) and 0 <= row["label"] < len(row["choices"]))
+
+
+def check_task_file(data_file: Path, template: str) -> None:
     """Each line must have the fields its template reads: lm-eval would fail deep inside with a traceback."""
-    shape = "{question, answer}" if math else "{question, choices, label}"
+    shape = ROW_SHAPES[template]
     lines = [line for line in data_file.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
     if not lines:
         raise UserError(f"{data_file} is empty; put one JSON object per line in it, or remove it")
@@ -42,11 +68,9 @@ def check_task_file(data_file: Path, math: bool) -> None:
             row = json.loads(line)
         except json.JSONDecodeError as err:
             raise UserError(f"{data_file} line {number} is not JSON ({err.msg}); each line is one {shape} object") from None
-        ok = isinstance(row, dict) and isinstance(row.get("question"), str) and (
-            "answer" in row if math else isinstance(row.get("choices"), list)
-            and isinstance(row.get("label"), int) and 0 <= row["label"] < len(row["choices"]))
-        if not ok:
-            raise UserError(f"{data_file} line {number} is not a {shape} row (label an index into choices)")
+        if not _row_fits(row, template):
+            raise UserError(f"{data_file} line {number} is not a {shape} row"
+                            + (" (label an index into choices)" if "label" in shape else ""))
 
 
 def write_local_tasks(data_dir: Path, include_dir: Path) -> list[str]:
@@ -54,8 +78,8 @@ def write_local_tasks(data_dir: Path, include_dir: Path) -> list[str]:
     names = []
     for data_file in sorted(data_dir.glob("*.jsonl")):
         task = data_file.stem
-        check_task_file(data_file, task in MATH_TASKS)
-        template = "math.yaml" if task in MATH_TASKS else "multiple_choice.yaml"
+        template = template_for(task)
+        check_task_file(data_file, template)
         text = (TEMPLATES_DIR / template).read_text()
         text = text.replace("{task}", task).replace("{data_file}", str(data_file.resolve()))
         (include_dir / f"local_{task}.yaml").write_text(text)
@@ -63,7 +87,10 @@ def write_local_tasks(data_dir: Path, include_dir: Path) -> list[str]:
     return names
 
 
-def resolve_tasks(suite: str | None, tasks: list[str] | None, data_dir: Path | None, include_dir: Path) -> list[str]:
+def resolve_tasks(suite: str | None, tasks: list[str] | None, data_dir: Path | None, include_dir: Path,
+                  user_tasks: bool = False) -> list[str]:
+    """The task names lm-eval gets; with ``user_tasks`` (an --include_path), names that are not local files pass
+    through to lm-eval's registry."""
     if not suite and not tasks:
         raise UserError("nothing to evaluate: pass --suite (commonsense, math, mmlu) or --tasks a,b")
     if suite and suite not in SUITES:
@@ -75,16 +102,58 @@ def resolve_tasks(suite: str | None, tasks: list[str] | None, data_dir: Path | N
     available = write_local_tasks(data_dir, include_dir)
     wanted = [t for t in LOCAL_SUITES[suite] if t in available] if suite else []
     for task in tasks or []:
+        if task not in available and user_tasks:
+            wanted.append(task)
+            continue
         if task not in available:
             raise UserError(f"task '{task}' has no file {data_dir / (task + '.jsonl')}; have: {', '.join(available) or 'none'}")
         wanted.append(task)
     if not wanted:
         raise UserError(f"--data_dir {data_dir} has none of the {suite} suite's files ({', '.join(LOCAL_SUITES[suite])}.jsonl)")
-    return [f"local_{t}" for t in wanted]
+    return [f"local_{t}" if t in available else t for t in wanted]
+
+
+class _TaskYamlLoader(yaml.SafeLoader):
+    """YAML syntax as lm-eval reads it; its tags (``!function utils.f``) need not resolve to be checked."""
+
+
+_TaskYamlLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def check_task_folder(folder: str) -> None:
+    """Every task YAML under ``folder`` must parse: lm-eval skips a broken one with a log line, then reports its
+    task as unknown."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise UserError(f"--include_path {folder}: folder not found; pass a folder of lm-eval task YAMLs")
+    for task_file in sorted(root.rglob("*.yaml")):
+        try:
+            config = yaml.load(task_file.read_text(encoding="utf-8"), Loader=_TaskYamlLoader)  # noqa: S506
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark else ""
+            raise UserError(f"task file {task_file} is not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+        if not isinstance(config, dict):
+            raise UserError(f"task file {task_file} must hold a mapping of keys (task:, dataset_path:, ...)")
+
+
+def parse_model_args(text: str | None) -> dict:
+    """lm-eval's ``--model_args`` spelling (``dtype=bfloat16,load_in_4bit=True``) for what the bridge's loading
+    honours; the keys lm-eval would pass elsewhere are named in the error."""
+    known = {"dtype": ("float32", "bfloat16"), "load_in_4bit": ("True", "False")}
+    out = {}
+    for pair in [p for p in (text or "").split(",") if p.strip()]:
+        key, _, value = pair.partition("=")
+        key, value = key.strip(), value.strip()
+        if key not in known or value not in known[key]:
+            raise UserError(f"--model_args {pair}: the bridge honours " + ", ".join(
+                f"{k}={'|'.join(v)}" for k, v in known.items()) + "; for anything else use python -m plugin.lm_eval")
+        out[key] = value
+    return {"bf16": out.get("dtype") == "bfloat16", "load_in_4bit": out.get("load_in_4bit") == "True"}
 
 
 def check_eval_settings(*, suite=None, tasks=None, limit=None, num_fewshot=None, data_dir=None, output=None,
-                        where: str = "--") -> list[str]:
+                        include_path=(), where: str = "--") -> list[str]:
     """Every eval setting checked before anything heavy runs; returns the task names lm-eval will get."""
     if limit is not None and limit <= 0:
         raise UserError(f"{where}limit must be > 0, got {limit}")
@@ -92,8 +161,10 @@ def check_eval_settings(*, suite=None, tasks=None, limit=None, num_fewshot=None,
         raise UserError(f"{where}num_fewshot must be >= 0, got {num_fewshot}")
     if output is not None:
         check_writable_folder(output, f"{where}output")
+    for folder in include_path:
+        check_task_folder(folder)
     with tempfile.TemporaryDirectory() as include:
-        return resolve_tasks(suite, tasks, Path(data_dir) if data_dir else None, Path(include))
+        return resolve_tasks(suite, tasks, Path(data_dir) if data_dir else None, Path(include), bool(include_path))
 
 
 def check_task_names(task_manager, tasks: list[str]) -> None:
@@ -126,13 +197,13 @@ def load_model_for_eval(base: str, adapter: str | None, load_in_4bit: bool = Fal
 
 
 def run_lm_eval(model, tokenizer, tasks: list[str], include_dir: Path, *, limit=None, batch_size=8, num_fewshot=None,
-                apply_chat_template=False, local_only=False):
+                apply_chat_template=False, local_only=False, include_path=()):
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
     # indexing lm-eval's thousands of task YAMLs takes 5-10 s; offline tasks are all in include_dir
-    include = [str(include_dir)] if local_only else [str(SUITES_DIR), str(include_dir)]
+    include = ([str(include_dir)] if local_only else [str(SUITES_DIR), str(include_dir)]) + [str(p) for p in include_path]
     task_manager = TaskManager(include_path=include, include_defaults=not local_only)
     check_task_names(task_manager, tasks)
     from datasets.exceptions import DatasetNotFoundError
@@ -182,19 +253,21 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def evaluate(base, adapter=None, *, suite=None, tasks=None, limit=None, batch_size=8, num_fewshot=None,
-             load_in_4bit=False, bf16=False, data_dir=None, output=None, apply_chat_template=False) -> dict:
+             load_in_4bit=False, bf16=False, data_dir=None, output=None, apply_chat_template=False,
+             include_path=()) -> dict:
     with tempfile.TemporaryDirectory() as include:
-        task_names = resolve_tasks(suite, tasks, Path(data_dir) if data_dir else None, Path(include))
+        task_names = resolve_tasks(suite, tasks, Path(data_dir) if data_dir else None, Path(include),
+                                   bool(include_path))
         model, tokenizer, identity = load_model_for_eval(base, adapter, load_in_4bit, bf16)
         results = run_lm_eval(model, tokenizer, task_names, Path(include), limit=limit, batch_size=batch_size,
                               num_fewshot=num_fewshot, apply_chat_template=apply_chat_template,
-                              local_only=data_dir is not None)
+                              local_only=data_dir is not None, include_path=include_path)
     rows = results_rows(results)
     import lm_eval
 
     report = {
         **identity,
-        "suite": suite, "tasks": task_names, "limit": limit, "num_fewshot": num_fewshot, "data_dir": data_dir,
+        "suite": suite, "tasks": task_names, "include_path": list(map(str, include_path)), "limit": limit, "num_fewshot": num_fewshot, "data_dir": data_dir,
         "apply_chat_template": apply_chat_template,
         "lm_eval_version": lm_eval.__version__, "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "rows": rows,
@@ -239,6 +312,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--num_fewshot", type=int, help="few-shot examples (e.g. 5 for MMLU)")
     p.add_argument("--load_in_4bit", action="store_true", help="load the base model in 4-bit (nf4)")
     p.add_argument("--bf16", action="store_true", help="load the base model in bfloat16 (GPU; halves memory)")
+    p.add_argument("--model_args", help="lm-eval's spelling of the two above: dtype=bfloat16,load_in_4bit=True")
+    p.add_argument("--include_path", nargs="+", action="extend", default=[], metavar="DIR",
+                   help="folder(s) of your own lm-eval task YAMLs; name their tasks in --tasks")
     p.add_argument("--data_dir", help="folder of <task>.jsonl files for offline evaluation (see data/README.md)")
     p.add_argument("--apply_chat_template", action="store_true",
                    help="wrap each prompt in the tokenizer's chat template (for chat-tuned adapters)")
@@ -249,12 +325,13 @@ def _parser() -> argparse.ArgumentParser:
 @exits_cleanly_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    loading = parse_model_args(args.model_args)
     check_eval_settings(suite=args.suite, tasks=args.tasks, limit=args.limit, num_fewshot=args.num_fewshot,
-                        data_dir=args.data_dir, output=args.output)
+                        data_dir=args.data_dir, output=args.output, include_path=args.include_path)
     evaluate(args.base, args.adapter, suite=args.suite, tasks=args.tasks, limit=args.limit, batch_size=args.batch_size,
-             num_fewshot=args.num_fewshot, load_in_4bit=args.load_in_4bit, bf16=args.bf16, data_dir=args.data_dir,
-             output=args.output,
-             apply_chat_template=args.apply_chat_template)
+             num_fewshot=args.num_fewshot, load_in_4bit=args.load_in_4bit or loading["load_in_4bit"],
+             bf16=args.bf16 or loading["bf16"], data_dir=args.data_dir, output=args.output,
+             apply_chat_template=args.apply_chat_template, include_path=args.include_path)
     return 0
 
 

