@@ -120,12 +120,13 @@ class _TaskYamlLoader(yaml.SafeLoader):
 _TaskYamlLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
 
 
-def check_task_folder(folder: str) -> None:
-    """Every task YAML under ``folder`` must parse: lm-eval skips a broken one with a log line, then reports its
-    task as unknown."""
+def check_task_folder(folder: str) -> set[str]:
+    """Every task YAML under ``folder`` must parse (lm-eval skips a broken one with a log line, then reports its
+    task as unknown); returns the task and group names the folder defines."""
     root = Path(folder)
     if not root.is_dir():
         raise UserError(f"--include_path {folder}: folder not found; pass a folder of lm-eval task YAMLs")
+    names: set[str] = set()
     for task_file in sorted(root.rglob("*.yaml")):
         try:
             config = yaml.load(task_file.read_text(encoding="utf-8"), Loader=_TaskYamlLoader)  # noqa: S506
@@ -135,6 +136,8 @@ def check_task_folder(folder: str) -> None:
             raise UserError(f"task file {task_file} is not valid YAML{where}: {getattr(err, 'problem', err)}") from None
         if not isinstance(config, dict):
             raise UserError(f"task file {task_file} must hold a mapping of keys (task:, dataset_path:, ...)")
+        names.update(n for n in (config.get("task"), config.get("group")) if isinstance(n, str))
+    return names
 
 
 def parse_model_args(text: str | None) -> dict:
@@ -202,9 +205,11 @@ def run_lm_eval(model, tokenizer, tasks: list[str], include_dir: Path, *, limit=
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    # indexing lm-eval's thousands of task YAMLs takes 5-10 s; offline tasks are all in include_dir
-    include = ([str(include_dir)] if local_only else [str(SUITES_DIR), str(include_dir)]) + [str(p) for p in include_path]
-    task_manager = TaskManager(include_path=include, include_defaults=not local_only)
+    # indexing lm-eval's thousands of task YAMLs takes 5-10 s: skipped when every task is local or the user's own
+    user_tasks = set().union(*(check_task_folder(p) for p in include_path))
+    own_only = local_only or all(t in user_tasks or t.startswith("local_") for t in tasks)
+    include = ([str(include_dir)] if own_only else [str(SUITES_DIR), str(include_dir)]) + [str(p) for p in include_path]
+    task_manager = TaskManager(include_path=include, include_defaults=not own_only)
     check_task_names(task_manager, tasks)
     from datasets.exceptions import DatasetNotFoundError
 
@@ -301,7 +306,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m plugin.eval",
         description="Evaluate a base model, or base + MPLoRA/MoR/LoRATRF/LoRA adapter, with lm-evaluation-harness.",
         epilog="Offline: --data_dir data/eval runs the suite's tasks from local JSON Lines files. "
-               "Without --adapter the base model is evaluated, for a before/after comparison.",
+               "Without --adapter the base model is evaluated, for a before/after comparison: "
+               "python -m plugin.eval compare BASE_OUT ADAPTER_OUT... puts evaluated runs side by side. "
+               "lm-eval's own command line with our adapters: python -m plugin.lm_eval.",
     )
     p.add_argument("--base", required=True, help="base model: hub id, local folder or embedded:smollm2-135m-instruct")
     p.add_argument("--adapter", help="adapter folder (a training output_dir); omit to evaluate the base model")
@@ -324,6 +331,11 @@ def _parser() -> argparse.ArgumentParser:
 
 @exits_cleanly_on_user_error
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["compare"]:
+        from .eval_compare import main as compare
+
+        return compare(argv[1:])
     args = _parser().parse_args(argv)
     loading = parse_model_args(args.model_args)
     check_eval_settings(suite=args.suite, tasks=args.tasks, limit=args.limit, num_fewshot=args.num_fewshot,
