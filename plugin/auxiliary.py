@@ -57,8 +57,8 @@ def router_weights(model: nn.Module, adapter_name: str | None = None) -> dict[st
     out = {}
     for name, layer in adapter_layers(model, MoRLayer):
         adapter = adapter_name or layer.active_adapters[0]
-        if adapter in layer.router_mean:
-            out[name] = layer.router_mean[adapter]
+        if adapter in layer.last_gates:
+            out[name] = layer.router_mean(adapter)
     return out
 
 
@@ -67,8 +67,8 @@ def router_entropies(model: nn.Module, adapter_name: str | None = None) -> dict[
     out = {}
     for name, layer in adapter_layers(model, MoRLayer):
         adapter = adapter_name or layer.active_adapters[0]
-        if adapter in layer.router_entropy:
-            out[name] = float(layer.router_entropy[adapter])
+        if adapter in layer.last_gates:
+            out[name] = layer.router_entropy(adapter)
     return out
 
 

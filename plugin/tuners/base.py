@@ -96,7 +96,7 @@ class LowRankLayer(nn.Module, BaseTunerLayer):
     mergeable = False
     not_mergeable_reason = ""
     # per-adapter bookkeeping shared by every method; subclasses extend this tuple
-    other_param_names: tuple[str, ...] = ("r", "lora_alpha", "scaling", "lora_dropout")
+    other_param_names: tuple[str, ...] = ("r", "lora_alpha", "scaling", "lora_dropout", "inference_cache")
 
     def __init__(self, base_layer: nn.Module, adapter_name: str, config: LowRankConfig, **kwargs) -> None:
         super().__init__()
@@ -160,6 +160,21 @@ class LowRankLayer(nn.Module, BaseTunerLayer):
         a = self.lora_A_dict[adapter_name]
         return a(self.lora_dropout[adapter_name](x.to(a.weight.dtype)))
 
+    def inference_path(self, adapter_name: str) -> bool:
+        """No graph to build and no dropout to draw (generation, evaluation): the layer may use cached weights."""
+        return not torch.is_grad_enabled() and (
+            not self.training or isinstance(self.lora_dropout[adapter_name], nn.Identity))
+
+    def inference_weight(self, adapter_name: str, what: str, sources: tuple[torch.Tensor, ...], build) -> torch.Tensor:
+        """``build(*sources)`` for no-grad forwards (generation, evaluation), rebuilt only when a source or the
+        scaling changed: a tensor's ``_version`` counts its in-place updates (optimizer steps, load_state_dict), its
+        data_ptr, dtype and device change when it is replaced or moved. Kept out of the state dict."""
+        key = (self.scaling[adapter_name], *((t._version, t.data_ptr(), t.dtype, t.device) for t in sources))
+        cached = self.inference_cache.get((adapter_name, what))
+        if cached is None or cached[0] != key:
+            cached = self.inference_cache[(adapter_name, what)] = (key, build(*sources))
+        return cached[1]
+
     def _adapter_output(self, adapter_name: str, x: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
         """Return the layer output after applying adapter ``adapter_name`` to input x and current output."""
         raise NotImplementedError
@@ -206,7 +221,8 @@ class LowRankLayer(nn.Module, BaseTunerLayer):
             if safe_merge:
                 merged = base.weight.data + delta
                 if not torch.isfinite(merged).all():
-                    raise ValueError(f"NaNs detected in the merged weights; adapter {name!r} seems to be broken")
+                    # PEFT's tuners' wording, verbatim: tools and tests match on it
+                    raise ValueError(f"NaNs detected in the merged weights. The adapter {name} seems to be broken")
                 base.weight.data = merged
             else:
                 base.weight.data += delta

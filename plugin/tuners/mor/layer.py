@@ -1,9 +1,15 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..base import LowRankConfig, LowRankLayer
+
+
+def fold_experts(omega_b: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """B~ = Omega_B^T (x) B, d_out x N*r: column i*r + j is Omega_B[i] (.) B[:, j]."""
+    return (omega_b.T.unsqueeze(-1) * b.unsqueeze(1)).reshape(b.shape[0], -1)
 
 
 def mixture_of_ranks(
@@ -14,10 +20,8 @@ def mixture_of_ranks(
     The experts are folded into one matmul of width N*r: w = (gates (x) Omega_A) (.) z is tokens x N*r and
     B~ = Omega_B^T (x) B is d_out x N*r, so the result is w @ B~^T. The largest activation is tokens x N*r.
     """
-    num_experts, rank = omega_a.shape
     w = (gates.unsqueeze(-1) * omega_a) * z.unsqueeze(-2)  # ... x N x r
-    b_tilde = (omega_b.T.unsqueeze(-1) * b.unsqueeze(1)).reshape(b.shape[0], num_experts * rank)
-    return w.flatten(-2) @ b_tilde.T
+    return w.flatten(-2) @ fold_experts(omega_b, b).T
 
 
 def switch_balance_loss(probs: torch.Tensor) -> torch.Tensor:
@@ -32,13 +36,12 @@ class MoRLayer(LowRankLayer):
     prefix = "mor_"
     adapter_layer_names = ("mor_A", "mor_B", "mor_omega_A", "mor_omega_B", "mor_router")
     parameter_dict_names = ("mor_omega_A", "mor_omega_B")
-    # router_mean / balance_loss hold the last forward's values, per adapter
+    # last_gates / balance_loss hold the last forward's values, per adapter
     other_param_names = LowRankLayer.other_param_names + (
         "num_experts",
         "router_init_std",
         "balance_coef",
-        "router_mean",
-        "router_entropy",
+        "last_gates",
         "balance_loss",
     )
     not_mergeable_reason = (
@@ -65,13 +68,12 @@ class MoRLayer(LowRankLayer):
             nn.init.normal_(self.mor_router[adapter_name].weight, std=0.5)
 
     def _adapter_output(self, adapter_name, x, result):
+        if self.inference_path(adapter_name):
+            return self._inference_output(adapter_name, x, result)
         router = self.mor_router[adapter_name]
         x_a = x.to(router.weight.dtype)
         gates = torch.softmax(router(x_a).float(), dim=-1)
-        with torch.no_grad():  # telemetry of the last forward: mean gate per expert, mean per-token entropy
-            flat = gates.reshape(-1, gates.shape[-1])
-            self.router_mean[adapter_name] = flat.mean(0)
-            self.router_entropy[adapter_name] = -(flat * flat.clamp_min(1e-12).log()).sum(-1).mean()
+        self.last_gates[adapter_name] = gates.detach()  # telemetry reads it when it logs, not every forward
         if self.training and self.balance_coef[adapter_name] > 0:
             self.balance_loss[adapter_name] = switch_balance_loss(gates)
         z = self.low_rank(adapter_name, x)
@@ -83,6 +85,36 @@ class MoRLayer(LowRankLayer):
             self.mor_B[adapter_name].weight,
         )
         return result + delta.to(result.dtype)
+
+    def _inference_output(self, adapter_name, x, result):
+        """The same output with two matmuls per token, from weights built once per update: [A; router] x gives z
+        and the router logits together, and C = s * B~ * vec(Omega_A) (column-wise) takes Omega_A and the scaling
+        out of the per-token work, leaving delta = (gates (x) z) C^T."""
+        a, router = self.mor_A[adapter_name].weight, self.mor_router[adapter_name].weight
+        omega_a, omega_b, b = self.mor_omega_A[adapter_name], self.mor_omega_B[adapter_name], self.mor_B[adapter_name].weight
+        stacked = self.inference_weight(adapter_name, "[A; router]", (a, router), lambda a, r: torch.cat([a, r.to(a.dtype)]))
+        scaling = self.scaling[adapter_name]
+        c = self.inference_weight(adapter_name, "C", (omega_a, omega_b, b),
+                                  lambda oa, ob, b: fold_experts(ob, b) * (oa.reshape(-1) * scaling).to(b.dtype))
+        both = F.linear(x.to(a.dtype), stacked)
+        rank = a.shape[0]
+        gates = torch.softmax(both[..., rank:].float(), dim=-1)
+        self.last_gates[adapter_name] = gates
+        w = (gates.to(a.dtype).unsqueeze(-1) * both[..., :rank].unsqueeze(-2)).flatten(-2)
+        return result + F.linear(w, c).to(result.dtype)
+
+    def router_mean(self, adapter_name: str) -> torch.Tensor | None:
+        """Mean router probability per expert over the last forward's tokens."""
+        gates = self.last_gates.get(adapter_name)
+        return None if gates is None else gates.reshape(-1, gates.shape[-1]).mean(0)
+
+    def router_entropy(self, adapter_name: str) -> float | None:
+        """Mean per-token entropy of the router's distribution in the last forward."""
+        gates = self.last_gates.get(adapter_name)
+        if gates is None:
+            return None
+        flat = gates.reshape(-1, gates.shape[-1])
+        return float(-(flat * flat.clamp_min(1e-12).log()).sum(-1).mean())
 
     def aux_losses(self, adapter_name: str) -> dict[str, torch.Tensor]:
         loss = self.balance_loss.pop(adapter_name, None)  # each forward's loss is added once

@@ -1,0 +1,120 @@
+"""No-grad forwards (generation, evaluation) take MoR's inference path: [A; router] in one matmul and the folded,
+pre-scaled expert matrix built once per weight update, not per token. It must give the training-mode output, and
+follow every weight change, scaling change and adapter switch."""
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+import plugin
+
+from .conftest import tiny_llama
+
+CONFIGS = {
+    "mor": lambda: plugin.MoRConfig(r=4, num_experts=3, init_weights=False),
+    "mor_dropout": lambda: plugin.MoRConfig(r=4, num_experts=3, init_weights=False, lora_dropout=0.1),
+}
+
+
+def _logits(model, tokens, grad: bool):
+    with torch.set_grad_enabled(grad):
+        return model(tokens).logits.detach()
+
+
+def _assert_same(fast, slow):
+    assert torch.allclose(fast, slow, rtol=1e-5, atol=1e-6), (fast - slow).abs().max()
+
+
+@pytest.mark.parametrize("method", list(CONFIGS))
+def test_inference_path_equals_training_path(method, tokens):
+    model = get_peft_model(tiny_llama(), CONFIGS[method]()).eval()
+    slow = _logits(model, tokens, grad=True)
+    fast = _logits(model, tokens, grad=False)
+    _assert_same(fast, slow)
+    assert not torch.allclose(slow, _base_logits(model, tokens))  # the adapter acts
+    cached = [layer.inference_cache for layer in _layers(model)]
+    assert all(cache for cache in cached)  # built on the first no-grad forward
+    assert _logits(model, tokens, grad=False).equal(fast)  # and reused
+
+
+def _base_logits(model, tokens):
+    with model.disable_adapter(), torch.no_grad():
+        return model(tokens).logits
+
+
+def _layers(model):
+    from plugin.tuners.base import LowRankLayer
+
+    return [m for m in model.modules() if isinstance(m, LowRankLayer)]
+
+
+@pytest.mark.parametrize("method", list(CONFIGS))
+def test_inference_cache_follows_optimizer_steps_and_loading(method, tokens):
+    model = get_peft_model(tiny_llama(), CONFIGS[method]())
+    before = _logits(model.eval(), tokens, grad=False)  # caches built
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    model.train()
+    model(tokens, labels=tokens).loss.backward()
+    optimizer.step()
+    model.eval()
+    after = _logits(model, tokens, grad=False)
+    assert not torch.allclose(after, before)
+    _assert_same(after, _logits(model, tokens, grad=True))
+    # loading other weights in place (load_state_dict copies into the same tensors)
+    other = get_peft_model(tiny_llama(), CONFIGS[method]())
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for p in other.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p))
+    model.load_state_dict(other.state_dict())
+    _assert_same(_logits(model, tokens, grad=False), _logits(other.eval(), tokens, grad=True))
+
+
+@pytest.mark.parametrize("method", list(CONFIGS))
+def test_inference_cache_follows_adapter_switches(method, tokens):
+    model = get_peft_model(tiny_llama(), CONFIGS[method](), adapter_name="a")
+    torch.manual_seed(5)
+    model.add_adapter("b", CONFIGS[method]())
+    model.eval()
+    outputs = {}
+    for name in ("a", "b", "a"):
+        model.set_adapter(name)
+        fast = _logits(model, tokens, grad=False)
+        _assert_same(fast, _logits(model, tokens, grad=True))
+        outputs.setdefault(name, fast)
+        assert fast.equal(outputs[name])
+    assert not torch.allclose(outputs["a"], outputs["b"])
+
+
+def test_inference_cache_follows_scaling_changes(tokens):
+    model = get_peft_model(tiny_llama(), CONFIGS["mor"]()).eval()
+    before = _logits(model, tokens, grad=False)
+    for layer in _layers(model):
+        layer.scaling["default"] *= 3  # what PEFT's set_scale / scale_layer do
+    after = _logits(model, tokens, grad=False)
+    assert not torch.allclose(after, before)
+    _assert_same(after, _logits(model, tokens, grad=True))
+
+
+def test_training_mode_with_dropout_keeps_the_training_path(tokens):
+    """Dropout draws masks in train mode even without grad: only eval (or no dropout) may use the cache."""
+    model = get_peft_model(tiny_llama(), CONFIGS["mor_dropout"]()).train()
+    _logits(model, tokens, grad=False)
+    assert not any(layer.inference_cache for layer in _layers(model))
+
+
+def test_nan_merge_message_is_peft_verbatim():
+    """PEFT's tuners say: NaNs detected in the merged weights. The adapter {name} seems to be broken."""
+    messages = {}
+    for key, config in (("lora", LoraConfig(r=4, target_modules=["q_proj"])),
+                        ("mplora", plugin.MPLoraConfig(r=4, num_paths=2, target_modules=["q_proj"]))):
+        model = get_peft_model(tiny_llama(), config, adapter_name="broken")
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "_B" in name:
+                    p.fill_(float("nan"))
+        with pytest.raises(ValueError) as err:
+            model.merge_and_unload(safe_merge=True)
+        messages[key] = str(err.value)
+    assert messages["mplora"] == messages["lora"] == "NaNs detected in the merged weights. The adapter broken seems to be broken"
