@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -59,20 +58,42 @@ def _use_naive_mor(model) -> None:
         layer.__class__ = NaiveMoRLayer
 
 
+def _llama_config(args):
+    from transformers import LlamaConfig
+
+    heads = max(1, args.hidden // 128 if args.load_in_4bit else args.hidden // 64)  # LLaMA-2-7B: 32 heads of 128
+    return LlamaConfig(hidden_size=args.hidden, intermediate_size=int(args.hidden * 2.6875), num_hidden_layers=args.layers,
+                       num_attention_heads=heads, num_key_value_heads=heads, vocab_size=args.vocab,
+                       max_position_embeddings=max(2048, args.seq))
+
+
+def save_random_model(args, folder: str) -> str:
+    """The random-init base saved in bf16, once, so each method's process loads the same 4-bit weights."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    LlamaForCausalLM(_llama_config(args)).to(torch.bfloat16).save_pretrained(folder)
+    return folder
+
+
 def measure(method: str, args) -> dict:
     """Run in a child process: build, warm up, time, report."""
     import torch
     from peft import get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.layer_only:
         return _measure_layer(method, args, device)
-    config = LlamaConfig(hidden_size=args.hidden, intermediate_size=int(args.hidden * 2.6875), num_hidden_layers=args.layers,
-                         num_attention_heads=max(1, args.hidden // 64), num_key_value_heads=max(1, args.hidden // 64),
-                         vocab_size=args.vocab, max_position_embeddings=max(2048, args.seq))
-    model = LlamaForCausalLM(config).to(device)
+    if args.model_dir:  # the 4-bit base, saved once by the parent
+        from .modeling import load_base_model
+
+        model = load_base_model(args.model_dir, load_in_4bit=True, bf16=True,
+                                gradient_checkpointing=args.gradient_checkpointing)
+    else:
+        model = LlamaForCausalLM(_llama_config(args)).to(device)
     model = get_peft_model(model, _peft_config(method, args.rank, args.experts, args.targets.split(",")))
     if method == "mor_naive":
         _use_naive_mor(model)
@@ -123,6 +144,11 @@ def _measure_layer(method: str, args, device: str) -> dict:
     return {"method": method, "trainable": trainable, **_time_steps(step, args, device)}
 
 
+def _peak_rss() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+
+
 def _time_steps(step, args, device) -> dict:
     import torch
 
@@ -131,6 +157,9 @@ def _time_steps(step, args, device) -> dict:
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
+    else:  # Linux: restart the peak-RSS count here, so loading (e.g. quantising a 4-bit base) does not set it
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")
     times = []
     for _ in range(args.steps):
         start = time.perf_counter()
@@ -138,8 +167,7 @@ def _time_steps(step, args, device) -> dict:
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    peak = (torch.cuda.max_memory_allocated() if device == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    peak = torch.cuda.max_memory_allocated() if device == "cuda" else _peak_rss()
     return {"step_s": statistics.median(times), "peak_bytes": peak, "device": device}
 
 
@@ -161,6 +189,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="time generation of this many new tokens (inference) instead of a training step")
     p.add_argument("--layer_only", action="store_true",
                    help="time one FFN-shaped layer with its adapter instead of the whole model")
+    p.add_argument("--load_in_4bit", action="store_true",
+                   help="bnb nf4 base with bf16 compute, as QLoRA users train (e.g. one LLaMA-2-7B layer: "
+                        "--load_in_4bit --hidden 4096 --layers 1 --vocab 32000 --batch 1 --seq 512)")
+    p.add_argument("--gradient_checkpointing", action="store_true")
+    p.add_argument("--model_dir", help=argparse.SUPPRESS)
     p.add_argument("--sweep", help="one setting over several values, e.g. experts=1,2,4,8,16 or seq=128,256,512")
     p.add_argument("--json", help="also write the rows here")
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -208,7 +241,18 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--methods: unknown method '{unknown[0]}'; choose from {', '.join(known)}")
     print(f"{platform.machine()}, hidden {args.hidden}, {args.layers} layers, batch {args.batch} x seq {args.seq}, "
           f"r {args.rank}, N {args.experts}, targets {args.targets}"
-          + (f", generating {args.generate} tokens" if args.generate else ""))
+          + (f", generating {args.generate} tokens" if args.generate else "")
+          + (", bnb nf4 base with bf16 compute" if args.load_in_4bit else ""))
+    if args.load_in_4bit and not args.model_dir:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            args.model_dir = save_random_model(args, folder)
+            return _report(args, methods)
+    return _report(args, methods)
+
+
+def _report(args, methods: list[str]) -> int:
     if not args.sweep:
         rows = run_methods(args, methods)
         print("\n" + ratio_table(rows, bool(args.generate)))
