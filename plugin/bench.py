@@ -90,8 +90,7 @@ def measure(method: str, args) -> dict:
     if args.model_dir:  # the 4-bit base, saved once by the parent
         from .modeling import load_base_model
 
-        model = load_base_model(args.model_dir, load_in_4bit=True, bf16=True,
-                                gradient_checkpointing=args.gradient_checkpointing)
+        model = load_base_model(args.model_dir, load_in_4bit=True, bf16=True)
     else:
         model = LlamaForCausalLM(_llama_config(args)).to(device)
     model = get_peft_model(model, _peft_config(method, args.rank, args.experts, args.targets.split(",")))
@@ -192,7 +191,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--load_in_4bit", action="store_true",
                    help="bnb nf4 base with bf16 compute, as QLoRA users train (e.g. one LLaMA-2-7B layer: "
                         "--load_in_4bit --hidden 4096 --layers 1 --vocab 32000 --batch 1 --seq 512)")
-    p.add_argument("--gradient_checkpointing", action="store_true")
     p.add_argument("--model_dir", help=argparse.SUPPRESS)
     p.add_argument("--sweep", help="one setting over several values, e.g. experts=1,2,4,8,16 or seq=128,256,512")
     p.add_argument("--json", help="also write the rows here")

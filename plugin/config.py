@@ -26,6 +26,7 @@ DEFAULT_ROLES = {
     "tool": ["tool", "observation", "function_response", "ipython"],
 }
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
+TEXT_TYPES = ("text", "completion")  # dataset types trained as plain text
 
 
 @dataclass
@@ -285,11 +286,11 @@ def _canonical_keys(raw: dict) -> dict:
     out: dict[str, Any] = {}
     for key, value in raw.items():
         if value is None and not _takes_none(ALIASES.get(key, key)):
-            continue
+            continue  # upstream files leave unused keys empty (lora_model_dir:, lora_r:): empty means absent
         if key in peer_keys.REFUSED_WHEN_ON:
             if value:
                 raise UserError(f"{key}: {value}: {peer_keys.REFUSED_WHEN_ON[key]}")
-            continue  # upstream files leave unused keys empty (lora_model_dir:, lora_r:): empty means absent
+            continue  # switched off: changes nothing
         if key == "adapter" and value == "qlora":  # Axolotl: LoRA on a 4-bit base
             if raw.get("load_in_8bit"):
                 raise UserError("adapter: qlora means a 4-bit base, but load_in_8bit is true; drop one")
@@ -418,20 +419,19 @@ def load_config(path: str | os.PathLike | None, overrides: dict | None = None) -
         raw["datasets"] = registry_datasets(raw.pop("dataset"), raw.pop("dataset_dir", None) or "data",
                                             as_text=raw.get("stage") == "pt")
     raw.pop("dataset_dir", None)
-    if raw.pop("stage", "sft") == "pt":
-        chats = [d.get("path") for d in raw.get("datasets") or [] if d.get("type", "messages") not in TEXT_TYPES]
-        if chats:
-            raise UserError(f"stage: pt trains plain text, but dataset {chats[0]} is not type: text; set its type "
-                            "to text (field: COLUMN) or use stage: sft")
+    plain_text = raw.pop("stage", "sft") == "pt"
     ignored = sorted(k for k in raw if k in peer_keys.IGNORED)
     if ignored:
         print(f"note: ignoring keys that do not change training here: {', '.join(ignored)}", file=sys.stderr)
     cfg = _build(TrainConfig, raw)
     _check_values(cfg, list(raw))
+    chats = [d.path for d in cfg.datasets if d.type not in TEXT_TYPES]
+    if plain_text and chats:
+        raise UserError(f"stage: pt trains plain text, but dataset {chats[0]} is not type: text; set its type "
+                        "to text (field: COLUMN) or use stage: sft")
     return cfg
 
 
-TEXT_TYPES = ("text", "completion")
 METHOD_PREFIXES = ("mplora_", "mor_", "loratrf_")
 
 

@@ -205,8 +205,8 @@ def tokenize_dataset(raw: Dataset, spec: DatasetSpec, tokenizer, policy: LabelPo
                      template: str | None = None, num_proc: int | None = None) -> Dataset:
     """Rows -> ``input_ids`` + ``labels``, truncated to ``max_length``; bad rows stop it, untrainable ones are
     dropped and counted (as TRL and Axolotl drop them, but said)."""
-    required = (spec.field,) if spec.type in TEXT_TYPES else \
-        {"alpaca": (spec.field_instruction, spec.field_output)}.get(spec.type)
+    required = ((spec.field,) if spec.type in TEXT_TYPES else
+                (spec.field_instruction, spec.field_output) if spec.type == "alpaca" else None)
     fmt = None if required else ChatFormat.of(spec, raw.column_names)
     missing = [c for c in (required or (fmt.column,)) if c not in raw.column_names]
     if missing:

@@ -34,32 +34,22 @@ LOCAL_SUITES = {
     "loratrf": ["gsm8k", "addsub", "svamp", "hellaswag", "boolq", "piqa", "social_iqa"],
 }
 MATH_TASKS = set(LOCAL_SUITES["math"])
-# per offline task: its template in eval/templates/ and the row shape its lines must have
-ROW_SHAPES = {"multiple_choice.yaml": "{question, choices, label}", "math.yaml": "{question, answer}",
-              "lambada.yaml": "{text}", "nq_open.yaml": "{question, answer: [aliases]}"}
-
-
-def template_for(task: str) -> str:
-    return "math.yaml" if task in MATH_TASKS else {"lambada": "lambada.yaml", "nq_open": "nq_open.yaml"}.get(
-        task, "multiple_choice.yaml")
-
-
-def _row_fits(row, template: str) -> bool:
-    if not isinstance(row, dict):
-        return False
-    if template == "lambada.yaml":
-        return isinstance(row.get("text"), str) and " " in row["text"]
-    if template == "nq_open.yaml":
-        return isinstance(row.get("question"), str) and isinstance(row.get("answer"), list)
-    if template == "math.yaml":
-        return isinstance(row.get("question"), str) and "answer" in row
-    return (isinstance(row.get("question"), str) and isinstance(row.get("choices"), list)
-            and isinstance(row.get("label"), int) and 0 <= row["label"] < len(row["choices"]))
+# per offline template: the row shape its lines must have (named in errors) and the check of one row
+ROW_SHAPES = {
+    "multiple_choice.yaml": ("{question, choices, label}", lambda row: isinstance(row.get("question"), str)
+                             and isinstance(row.get("choices"), list) and isinstance(row.get("label"), int)
+                             and 0 <= row["label"] < len(row["choices"])),
+    "math.yaml": ("{question, answer}", lambda row: isinstance(row.get("question"), str) and "answer" in row),
+    "lambada.yaml": ("{text}", lambda row: isinstance(row.get("text"), str) and " " in row["text"]),
+    "nq_open.yaml": ("{question, answer: [aliases]}",
+                     lambda row: isinstance(row.get("question"), str) and isinstance(row.get("answer"), list)),
+}
+TEMPLATE_OF = {"lambada": "lambada.yaml", "nq_open": "nq_open.yaml", **dict.fromkeys(MATH_TASKS, "math.yaml")}
 
 
 def check_task_file(data_file: Path, template: str) -> None:
     """Each line must have the fields its template reads: lm-eval would fail deep inside with a traceback."""
-    shape = ROW_SHAPES[template]
+    shape, fits = ROW_SHAPES[template]
     lines = [line for line in data_file.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
     if not lines:
         raise UserError(f"{data_file} is empty; put one JSON object per line in it, or remove it")
@@ -68,7 +58,7 @@ def check_task_file(data_file: Path, template: str) -> None:
             row = json.loads(line)
         except json.JSONDecodeError as err:
             raise UserError(f"{data_file} line {number} is not JSON ({err.msg}); each line is one {shape} object") from None
-        if not _row_fits(row, template):
+        if not isinstance(row, dict) or not fits(row):
             raise UserError(f"{data_file} line {number} is not a {shape} row"
                             + (" (label an index into choices)" if "label" in shape else ""))
 
@@ -78,7 +68,7 @@ def write_local_tasks(data_dir: Path, include_dir: Path) -> list[str]:
     names = []
     for data_file in sorted(data_dir.glob("*.jsonl")):
         task = data_file.stem
-        template = template_for(task)
+        template = TEMPLATE_OF.get(task, "multiple_choice.yaml")
         check_task_file(data_file, template)
         text = (TEMPLATES_DIR / template).read_text()
         text = text.replace("{task}", task).replace("{data_file}", str(data_file.resolve()))
@@ -272,7 +262,8 @@ def evaluate(base, adapter=None, *, suite=None, tasks=None, limit=None, batch_si
 
     report = {
         **identity,
-        "suite": suite, "tasks": task_names, "include_path": list(map(str, include_path)), "limit": limit, "num_fewshot": num_fewshot, "data_dir": data_dir,
+        "suite": suite, "tasks": task_names, "include_path": list(map(str, include_path)), "limit": limit,
+        "num_fewshot": num_fewshot, "data_dir": data_dir,
         "apply_chat_template": apply_chat_template,
         "lm_eval_version": lm_eval.__version__, "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "rows": rows,

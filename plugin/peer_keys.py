@@ -59,8 +59,6 @@ REFUSED = {
 REFUSED_WHEN_ON = {
     "cosine_constant_lr_ratio": "Axolotl's constant-then-cosine schedule is not supported: use lr_scheduler: "
                                 "cosine (with warmup_ratio)",
-}
-REFUSED_WHEN_ON.update({
     "sample_packing_sequentially": "packing rows in dataset order is not supported: TRL packs by best fit "
                                    "(sample_packing: true)",
     "lr_quadratic_warmup": "quadratic warmup is not supported: warmup here is linear (warmup_ratio or warmup_steps)",
@@ -75,7 +73,7 @@ REFUSED_WHEN_ON.update({
               "tokens the vocabulary has",
     "tokenizer_legacy": "the legacy (pre-fix) LLaMA tokenizer is not supported: the tokenizer loads as saved",
     "early_stopping_patience": "early stopping is not supported: set max_steps or num_epochs",
-})
+}
 # pairs that string similarity would wrongly connect
 NOT_HINTS = {("deepspeed", "seed"), ("lora_model_dir", "loratrf_mode")}
 

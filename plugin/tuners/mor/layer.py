@@ -103,17 +103,17 @@ class MoRLayer(LowRankLayer):
         w = (gates.to(a.dtype).unsqueeze(-1) * both[..., :rank].unsqueeze(-2)).flatten(-2)
         return result + F.linear(w, c).to(result.dtype)
 
-    def router_mean(self, adapter_name: str) -> torch.Tensor | None:
-        """Mean router probability per expert over the last forward's tokens."""
-        gates = self.last_gates.get(adapter_name)
-        return None if gates is None else gates.reshape(-1, gates.shape[-1]).mean(0)
+    def _token_gates(self, adapter_name: str) -> torch.Tensor:
+        gates = self.last_gates[adapter_name]
+        return gates.reshape(-1, gates.shape[-1])
 
-    def router_entropy(self, adapter_name: str) -> float | None:
+    def router_mean(self, adapter_name: str) -> torch.Tensor:
+        """Mean router probability per expert over the last forward's tokens."""
+        return self._token_gates(adapter_name).mean(0)
+
+    def router_entropy(self, adapter_name: str) -> float:
         """Mean per-token entropy of the router's distribution in the last forward."""
-        gates = self.last_gates.get(adapter_name)
-        if gates is None:
-            return None
-        flat = gates.reshape(-1, gates.shape[-1])
+        flat = self._token_gates(adapter_name)
         return float(-(flat * flat.clamp_min(1e-12).log()).sum(-1).mean())
 
     def aux_losses(self, adapter_name: str) -> dict[str, torch.Tensor]:
