@@ -70,8 +70,10 @@ def load_adapter_strict(model, adapter: str, config: dict, state: dict):
         why = (f"its adapter_config.json lacks {', '.join(missing)} (the defaults do not fit its weights)" if missing
                else "trained for another model?")
         raise UserError(f"adapter {adapter} does not fit the base model ({why}): {first_line(err)}") from None
-    expected = set(get_peft_model_state_dict(model))
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    from .tuners import current_key
+
+    expected, saved = set(get_peft_model_state_dict(model)), {current_key(k) for k in state}
+    missing, unexpected = sorted(expected - saved), sorted(saved - expected)
     if missing or unexpected:
         parts = [f"{len(missing)} adapter weights missing from the file (e.g. {missing[0]})" if missing else "",
                  f"{len(unexpected)} weights in the file fit nothing (e.g. {unexpected[0]})" if unexpected else ""]

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from .errors import UserError
 from .tuners.base import LowRankLayer
 from .tuners.mor import MoRLayer
 
@@ -48,8 +49,24 @@ def weighted_aux_loss(model: nn.Module, step: int) -> tuple[torch.Tensor | None,
             logs[term] = logs.get(term, 0.0) + loss.detach().float().item()
             weight = weights.get(term, 0.0)
             if weight:
+                _check_has_gradient(model, adapter, term, loss)
                 total = weight * loss if total is None else total + weight * loss.to(total.device)
     return total, logs
+
+
+class AuxLossWithoutGradient(UserError):
+    """An auxiliary term that should train the adapter was computed without a graph: adding it would change nothing."""
+
+
+def _check_has_gradient(model: nn.Module, adapter: str, term: str, loss: torch.Tensor) -> None:
+    if loss.requires_grad or not torch.is_grad_enabled():
+        return
+    if any(p.requires_grad for n, p in model.named_parameters() if f".{adapter}." in n or n.endswith(f".{adapter}")):
+        raise AuxLossWithoutGradient(
+            f"the auxiliary loss {term} was computed without gradients, so it would silently train nothing: "
+            "reentrant gradient checkpointing runs the forward under no_grad; use non-reentrant checkpointing "
+            "(gradient_checkpointing_kwargs={'use_reentrant': False}; in PEFT's prepare_model_for_kbit_training too)"
+        )
 
 
 def router_weights(model: nn.Module, adapter_name: str | None = None) -> dict[str, torch.Tensor]:
@@ -73,13 +90,12 @@ def router_entropies(model: nn.Module, adapter_name: str | None = None) -> dict[
 
 
 def orthogonality_per_layer(model: nn.Module, adapter_name: str | None = None) -> dict[str, float]:
-    """Unweighted MPLoRA orthogonality loss of each layer (for telemetry and plots)."""
+    """Unweighted MPLoRA orthogonality loss of each layer in the last training forward (telemetry and plots)."""
     from .tuners.mplora import MPLoraLayer
 
     out = {}
     for name, layer in adapter_layers(model, MPLoraLayer):
-        adapter = adapter_name or layer.active_adapters[0]
-        terms = layer.aux_losses(adapter) if adapter in layer.mplora_B else {}
-        if "orth_loss" in terms:
-            out[name] = float(terms["orth_loss"].detach())
+        loss = layer.last_aux.get(adapter_name or layer.active_adapters[0], {}).get("orth_loss")
+        if loss is not None:
+            out[name] = float(loss)
     return out

@@ -49,7 +49,7 @@ def _use_naive_mor(model) -> None:
             z = self.low_rank(name, x)
             b = self.mor_B[name]
             delta = sum(
-                gates[..., i : i + 1] * self.mor_omega_B[name][i] * b(self.mor_omega_A[name][i] * z)
+                gates[..., i : i + 1] * self.mor_omega_B[name].weight[i] * b(self.mor_omega_A[name].weight[i] * z)
                 for i in range(self.num_experts[name])
             )
             return result + (delta * self.scaling[name]).to(result.dtype)

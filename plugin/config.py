@@ -287,6 +287,8 @@ def _canonical_keys(raw: dict) -> dict:
     for key, value in raw.items():
         if value is None and not _takes_none(ALIASES.get(key, key)):
             continue  # upstream files leave unused keys empty (lora_model_dir:, lora_r:): empty means absent
+        if key == "gradient_checkpointing_kwargs" and isinstance(value, dict) and value.get("use_reentrant"):
+            raise UserError(peer_keys.REENTRANT_REFUSED)
         if key in peer_keys.REFUSED_WHEN_ON:
             if value:
                 raise UserError(f"{key}: {value}: {peer_keys.REFUSED_WHEN_ON[key]}")

@@ -23,10 +23,13 @@ IGNORED = {
     "debug", "eval_table_size", "hf_use_auth_token", "push_dataset_to_hub", "remove_unused_columns",
     "flash_optimum", "torchdistx_path", "tokenizer_use_fast",
     "test_value",  # a marker in one Axolotl example that Axolotl itself never reads
-    # reentrant or not, checkpointing computes the same gradients; we keep use_reentrant false, which MoR's router
-    # balance loss needs
+    # reentrant or not, checkpointing computes the same gradients; we always use use_reentrant: false (true refused)
     "gradient_checkpointing_kwargs",
 }
+# reentrant checkpointing runs the forward under no_grad, where the adapters compute their auxiliary losses
+REENTRANT_REFUSED = ("gradient_checkpointing_kwargs: use_reentrant: true is not supported: the adapters' auxiliary "
+                     "losses are computed in the forward, which reentrant checkpointing runs without gradients; set "
+                     "use_reentrant: false (the gradients are the same)")
 # belongs elsewhere or cannot be honoured: the way out is in the message
 REFUSED = {
     "deepspeed": "DeepSpeed is configured by accelerate: launch with accelerate launch --config_file YOUR_DS_CONFIG "

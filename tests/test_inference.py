@@ -97,9 +97,11 @@ def test_inference_cache_follows_scaling_changes(tokens):
     _assert_same(after, _logits(model, tokens, grad=True))
 
 
-def test_training_mode_with_dropout_keeps_the_training_path(tokens):
-    """Dropout draws masks in train mode even without grad: only eval (or no dropout) may use the cache."""
-    model = get_peft_model(tiny_llama(), CONFIGS["mor_dropout"]()).train()
+@pytest.mark.parametrize("config", ["mor", "mor_dropout"])
+def test_training_mode_keeps_the_training_path(config, tokens):
+    """Train mode without grad is not inference: dropout draws masks there, and reentrant checkpointing runs
+    training forwards that way (they must record their auxiliary terms). Only eval mode uses the cache."""
+    model = get_peft_model(tiny_llama(), CONFIGS[config]()).train()
     _logits(model, tokens, grad=False)
     assert not any(layer.inference_cache for layer in _layers(model))
 

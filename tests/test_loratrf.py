@@ -23,7 +23,7 @@ def reference_output(layer: LoRATRFLayer, x: torch.Tensor, mode: str) -> torch.T
     """The spec's equations, written out with explicit weights."""
     w = layer.base_layer.weight
     a, b = layer.trf_A["default"].weight, layer.trf_B["default"].weight
-    t, s = layer.trf_t["default"], layer.scaling["default"]
+    t, s = layer.trf_t["default"].weight, layer.scaling["default"]
     if mode == "input":
         g = torch.clamp((x @ t) / (x.norm(dim=-1) * t.norm()), 0, 1)[..., None]
         return x @ w.T + s * (g * x) @ a.T @ b.T
@@ -71,10 +71,10 @@ def test_output_mode_transform_shapes_and_input_mode_has_no_transform():
     layer = out_model.base_model.model.model.layers[0].mlp.up_proj
     assert layer.trf_T_A["default"].weight.shape == (6, 70)
     assert layer.trf_T_B["default"].weight.shape == (70, 6)
-    assert layer.trf_t["default"].shape == (70,)
+    assert layer.trf_t["default"].weight.shape == (70,)
     in_model = get_peft_model(tiny_llama(), plugin.LoRATRFConfig(r=4, trf_mode="input", target_modules=["up_proj"]))
     layer = in_model.base_model.model.model.layers[0].mlp.up_proj
-    assert "default" not in layer.trf_T_A and layer.trf_t["default"].shape == (32,)
+    assert "default" not in layer.trf_T_A and layer.trf_t["default"].weight.shape == (32,)
 
 
 def test_merge_is_a_clear_error():

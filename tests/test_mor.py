@@ -6,7 +6,7 @@ from peft import LoraConfig, get_peft_model
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import plugin
-from plugin.tuners.mor import MoRLayer, mixture_of_ranks, switch_balance_loss
+from plugin.tuners.mor import MoRLayer, switch_balance_loss
 
 from .conftest import tiny_llama
 
@@ -14,7 +14,7 @@ from .conftest import tiny_llama
 def naive_mor_delta(layer: MoRLayer, x: torch.Tensor, name: str = "default") -> torch.Tensor:
     """Reference: one B (Omega_A[i] * A x) per expert, gated and summed, as the paper writes it."""
     a, b = layer.mor_A[name].weight, layer.mor_B[name].weight
-    oa, ob = layer.mor_omega_A[name], layer.mor_omega_B[name]
+    oa, ob = layer.mor_omega_A[name].weight, layer.mor_omega_B[name].weight
     gates = torch.softmax(x @ layer.mor_router[name].weight.T, dim=-1)
     z = x @ a.T
     out = torch.zeros(*x.shape[:-1], b.shape[0])
@@ -63,16 +63,16 @@ class _LargestTensor(TorchDispatchMode):
 
 
 def test_never_materialises_tokens_by_experts_by_dout():
-    tokens, d_out, n, r = 64, 48, 8, 4
-    gates = torch.softmax(torch.randn(tokens, n), -1).requires_grad_()
-    z = torch.randn(tokens, r, requires_grad=True)
-    oa = torch.randn(n, r, requires_grad=True)
-    ob = torch.randn(n, d_out, requires_grad=True)
-    b = torch.randn(d_out, r, requires_grad=True)
+    tokens, d_in, d_out, n, r = 64, 8, 48, 8, 4
+    layer = get_peft_model(torch.nn.Sequential(torch.nn.Linear(d_in, d_out)), plugin.MoRConfig(
+        r=r, num_experts=n, target_modules=["0"], init_weights=False, router_aux_loss_coef=1.0)).base_model.model[0]
+    x = torch.randn(tokens, d_in, requires_grad=True)
     with _LargestTensor() as probe:
-        mixture_of_ranks(z, gates, oa, ob, b).sum().backward()
-    # the biggest legitimate tensors are tokens x d_out (output) and tokens x N*r; tokens*N*d_out = 24,576
-    assert probe.largest == max(tokens * d_out, tokens * n * r, d_out * n * r)
+        out = layer(x).sum() + layer.aux_losses("default")["router_balance_loss"]
+        out.backward()
+    # the biggest legitimate tensors are tokens x d_out (output) and tokens x N*r, the experts' N*r x d_out matrix
+    # and the frozen d_out x d_in weight; tokens*N*d_out = 24,576
+    assert probe.largest == max(tokens * d_out, tokens * n * r, d_out * n * r, d_out * d_in)
     assert probe.largest < tokens * n * d_out
 
 

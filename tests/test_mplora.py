@@ -46,11 +46,16 @@ def test_layer_orth_loss_sums_over_layers_and_respects_start_step():
         hand_orth_loss(layer.mplora_B["default"].weight.detach(), 4)
         for layer in (blk.mlp.up_proj for blk in model.base_model.model.model.layers)
     )
+    model.train()(torch.randint(0, 128, (1, 4)))  # the loss is computed in the training forward
     total, logs = plugin.weighted_aux_loss(model, step=3)
     assert logs["orth_loss"] == pytest.approx(expected, rel=1e-5)
     assert total.item() == pytest.approx(0.5 * expected, rel=1e-5)
-    before_start, _ = plugin.weighted_aux_loss(model, step=2)
-    assert before_start is None
+    assert plugin.weighted_aux_loss(model, step=3) == (None, {})  # handed out once per forward
+    model(torch.randint(0, 128, (1, 4)))
+    before_start, logs = plugin.weighted_aux_loss(model, step=2)
+    assert before_start is None and logs["orth_loss"] == pytest.approx(expected, rel=1e-5)
+    model.eval()(torch.randint(0, 128, (1, 4)))  # evaluation forwards add no auxiliary loss
+    assert plugin.weighted_aux_loss(model, step=3) == (None, {})
 
 
 def _copy_lora_into(mp_model, lora_model):

@@ -8,11 +8,13 @@ import textwrap
 import pytest
 import torch
 from peft import get_peft_model
+from transformers import LlamaConfig, LlamaForCausalLM
 
 import plugin
 from plugin.auxiliary import adapter_layers
 
 from .conftest import tiny_llama
+from .helpers import REPO
 
 CONFIGS = {
     "mplora": lambda: plugin.MPLoraConfig(r=4, num_paths=3, orth_weight=0.2, orth_start_step=5, init_weights=False),
@@ -47,7 +49,7 @@ LOAD_SCRIPT = textwrap.dedent(
 def test_save_then_load_in_fresh_process_is_bit_identical(tmp_path, tokens, method):
     base = tiny_llama()
     base.save_pretrained(tmp_path / "base")
-    model = get_peft_model(base, CONFIGS[method]())
+    model = get_peft_model(base, CONFIGS[method]()).eval()  # from_pretrained loads for inference: eval mode
     with torch.no_grad():
         expected = model(tokens).logits
     model.save_pretrained(tmp_path / "adapter")
@@ -184,3 +186,24 @@ def test_bf16_inputs_cast_in_and_out(tokens):
     assert all(p.dtype == torch.float32 for n, p in model.named_parameters() if "trf_" in n)
     with torch.no_grad():
         assert model(tokens).logits.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("name", ["mor", "loratrf", "loratrf_input"])
+def test_adapters_saved_by_0_1_0_load_completely(name, recwarn):
+    """0.1.0 stored MoR's Omegas and LoRATRF's task vector as bare parameters (``...mor_omega_A``); they are now
+    modules' weights (``...mor_omega_A.weight``, what FSDP and ZeRO-3 need). Old files load with every tensor."""
+    from safetensors.torch import load_file
+
+    from plugin.adapter_io import load_adapter_strict, read_adapter_config, read_adapter_weights
+
+    folder = REPO / "tests" / "fixtures" / "adapters_0.1.0" / name
+    base = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=24, num_hidden_layers=1,
+                                        num_attention_heads=2, num_key_value_heads=1))
+    model = load_adapter_strict(base, str(folder), read_adapter_config(folder), read_adapter_weights(folder))
+    assert not [w for w in recwarn if "missing adapter keys" in str(w.message)]
+    params = dict(model.named_parameters())
+    saved = load_file(str(folder / "adapter_model.safetensors"))
+    assert any(not k.endswith(".weight") for k in saved)  # the fixture really has the old layout
+    for key, tensor in saved.items():
+        stem = key.removesuffix(".weight")
+        assert torch.equal(params[f"{stem}.default.weight"], tensor), key

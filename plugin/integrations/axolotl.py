@@ -23,6 +23,8 @@ from axolotl.integrations.base import AdapterCapabilities, BasePlugin
 from pydantic import BaseModel, Field, create_model
 
 from ..config import TrainConfig, method_fields
+from ..errors import UserError
+from ..peer_keys import REENTRANT_REFUSED
 from ..tuners import METHODS, register
 
 
@@ -43,6 +45,13 @@ class LoRAVariantsPlugin(BasePlugin):
 
     def register(self, cfg: dict):
         register()
+        # called on the user's YAML before Axolotl normalises it: Axolotl would default to reentrant checkpointing,
+        # which runs the forward (where our auxiliary losses are computed) without gradients
+        if cfg.get("adapter") in METHODS and cfg.get("gradient_checkpointing"):
+            kwargs = cfg.get("gradient_checkpointing_kwargs") or {}
+            if kwargs.get("use_reentrant"):
+                raise UserError(REENTRANT_REFUSED)
+            cfg["gradient_checkpointing_kwargs"] = {**kwargs, "use_reentrant": False}
 
     def get_input_args(self) -> str:
         return f"{__name__}.LoRAVariantsArgs"

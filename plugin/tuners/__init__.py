@@ -18,6 +18,13 @@ METHODS = {
 }
 
 
+def current_key(key: str) -> str:
+    """A saved adapter's key as this release names it: 0.1.0 stored MoR's Omegas and LoRATRF's task vector as bare
+    parameters, now they are their modules' ``weight`` (the layers rename them when loading)."""
+    legacy = {name for _, model_cls in METHODS.values() for name in model_cls.tuner_layer_cls.legacy_parameter_dicts}
+    return f"{key}.weight" if key.rsplit(".", 1)[-1] in legacy else key
+
+
 def _add_peft_type(name: str) -> None:
     """Add a member to PEFT's closed ``PeftType`` enum (register_peft_method refuses names it lacks)."""
     if name in PeftType.__members__:
@@ -37,4 +44,4 @@ def register() -> None:
         if PeftType[name.upper()] not in PEFT_TYPE_TO_TUNER_MAPPING:
             register_peft_method(name=name, config_cls=config_cls, model_cls=model_cls, prefix=model_cls.prefix)
 
-__all__ = ["LoRATRFConfig", "METHODS", "MPLoraConfig", "MoRConfig", "register"]
+__all__ = ["LoRATRFConfig", "METHODS", "MPLoraConfig", "MoRConfig", "current_key", "register"]

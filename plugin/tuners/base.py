@@ -83,20 +83,52 @@ def is_quantized(layer: nn.Module) -> bool:
     return type(layer).__module__.startswith("bitsandbytes")
 
 
+def is_sharded(module: nn.Module) -> bool:
+    """Wrapped by FSDP1/FSDP2 or partitioned by ZeRO-3: its weight exists in full only during its own call."""
+    from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+
+    return isinstance(module, (FullyShardedDataParallel, FSDPModule)) or any(
+        hasattr(p, "ds_id") for p in module.parameters(recurse=False))
+
+
+def transposed_weight(linear: nn.Module, like: torch.Tensor) -> torch.Tensor:
+    """W^T of an adapter Linear, from calling it on the identity (in_features x in_features, in ``like``'s dtype):
+    the weight is used inside the module's own call, where sharding engines hold it in full (PEFT's DoRA does the
+    same). For B (r -> d_out) that is an r x r input."""
+    return linear(torch.eye(linear.in_features, dtype=like.dtype, device=like.device))
+
+
+class Scale(nn.Module):
+    """A trainable tensor applied by elementwise product inside its own call (MoR's Omega_A and Omega_B)."""
+
+    def __init__(self, *shape: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight
+
+
 class LowRankLayer(nn.Module, BaseTunerLayer):
     """Base of the three adapter layers.
 
-    Subclasses set ``prefix`` (e.g. ``"mor_"``), list their per-adapter dicts in ``adapter_layer_names``
-    (A and B first; names in ``parameter_dict_names`` hold bare parameters, the rest hold modules) and
-    ``other_param_names``, and implement ``_adapter_output``.
+    Subclasses set ``prefix`` (e.g. ``"mor_"``), list their per-adapter module dicts in ``adapter_layer_names``
+    (A and B first) and ``other_param_names``, and implement ``_adapter_output``.
+
+    Every trainable tensor is the ``weight`` of a leaf module and is used only inside that module's call: FSDP and
+    DeepSpeed ZeRO-3 materialise a module's parameters only while it runs (PEFT's ``fsdp_auto_wrap_policy`` shards
+    each trainable leaf on its own), so a weight read from outside its module's call is a shard there.
     """
 
     prefix: str = ""
-    parameter_dict_names: tuple[str, ...] = ()
+    # dicts that 0.1.0 stored as bare parameters (``{name}.{adapter}``); now modules whose weight is the same tensor
+    legacy_parameter_dicts: tuple[str, ...] = ()
     mergeable = False
     not_mergeable_reason = ""
-    # per-adapter bookkeeping shared by every method; subclasses extend this tuple
-    other_param_names: tuple[str, ...] = ("r", "lora_alpha", "scaling", "lora_dropout", "inference_cache")
+    # per-adapter bookkeeping shared by every method; subclasses extend this tuple.
+    # pending_aux: this forward's auxiliary terms, handed to the trainer once; last_aux: their values, for telemetry
+    other_param_names: tuple[str, ...] = ("r", "lora_alpha", "scaling", "lora_dropout", "inference_cache", "pending_aux",
+                                          "last_aux")
 
     def __init__(self, base_layer: nn.Module, adapter_name: str, config: LowRankConfig, **kwargs) -> None:
         super().__init__()
@@ -106,7 +138,8 @@ class LowRankLayer(nn.Module, BaseTunerLayer):
             if not hasattr(self, name):
                 setattr(self, name, {})
         for name in self.adapter_layer_names:
-            setattr(self, name, nn.ParameterDict({}) if name in self.parameter_dict_names else nn.ModuleDict({}))
+            setattr(self, name, nn.ModuleDict({}))
+        self._register_load_state_dict_pre_hook(self._load_legacy_layout)
         self._disable_adapters = False
         self.merged_adapters: list[str] = []
         self.kwargs = kwargs
@@ -114,6 +147,14 @@ class LowRankLayer(nn.Module, BaseTunerLayer):
         self.in_features, self.out_features = in_out_features(self.get_base_layer())
         self._active_adapter = adapter_name
         self.update_layer(adapter_name, config)
+
+    def _load_legacy_layout(self, state_dict, prefix, *args) -> None:
+        # PEFT 0.20 maps a 0.1.0 key to ``{name}.{adapter}``; PEFT >= 0.21 calls LowRankModel's remap instead
+        for name in self.legacy_parameter_dicts:
+            for adapter in getattr(self, name):
+                old = f"{prefix}{name}.{adapter}"
+                if old in state_dict:
+                    state_dict[f"{old}.weight"] = state_dict.pop(old)
 
     # A and B are the first two adapter dicts of every method
     @property
@@ -161,9 +202,10 @@ class LowRankLayer(nn.Module, BaseTunerLayer):
         return a(self.lora_dropout[adapter_name](x.to(a.weight.dtype)))
 
     def inference_path(self, adapter_name: str) -> bool:
-        """No graph to build and no dropout to draw (generation, evaluation): the layer may use cached weights."""
-        return not torch.is_grad_enabled() and (
-            not self.training or isinstance(self.lora_dropout[adapter_name], nn.Identity))
+        """Evaluation or generation (eval mode, no graph) with weights held in full (no sharding engine): the layer
+        may read its weights directly and cache what it builds from them. A no-grad forward in train mode is not
+        one: reentrant checkpointing runs training forwards that way, and they must record their auxiliary terms."""
+        return not torch.is_grad_enabled() and not self.training and not is_sharded(self.lora_A_dict[adapter_name])
 
     def inference_weight(self, adapter_name: str, what: str, sources: tuple[torch.Tensor, ...], build) -> torch.Tensor:
         """``build(*sources)`` for no-grad forwards (generation, evaluation), rebuilt only when a source or the
@@ -193,13 +235,19 @@ class LowRankLayer(nn.Module, BaseTunerLayer):
         return result
 
     # ---- auxiliary losses and telemetry ----------------------------------------------------------------------
+    def record_aux_loss(self, adapter_name: str, term: str, loss: torch.Tensor) -> None:
+        """Keep an auxiliary term of this (training) forward. It is computed inside the forward, where sharding
+        engines have the weights in full, and handed out once by ``aux_losses``."""
+        self.pending_aux.setdefault(adapter_name, {})[term] = loss
+        self.last_aux.setdefault(adapter_name, {})[term] = loss.detach()
+
     def aux_losses(self, adapter_name: str) -> dict[str, torch.Tensor]:
-        """Unweighted auxiliary loss terms of one adapter in this layer, by name; empty if the method has none.
+        """Unweighted auxiliary terms of one adapter from the last training forward, by name, each returned once.
 
         The weights come from the adapter's config (``LowRankConfig.aux_loss_weights``); ``plugin.auxiliary`` sums
         both over layers for the trainer.
         """
-        return {}
+        return self.pending_aux.pop(adapter_name, {})
 
     # ---- merging -------------------------------------------------------------------------------------------
     def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
@@ -253,6 +301,13 @@ class LowRankModel(BaseTuner):
         if adapter_name not in self.active_adapters:
             new_module.requires_grad_(False)  # an added adapter is not trainable until set_adapter
         self._replace_module(parent, target_name, new_module, target)
+
+    @classmethod
+    def _remap_adapter_state_dict_for_load(cls, model, config, adapter_name, state_dict):
+        from . import current_key  # 0.1.0 files name some weights without ".weight"
+
+        return super()._remap_adapter_state_dict_for_load(
+            model, config, adapter_name, {current_key(k): v for k, v in state_dict.items()})
 
     def _check_merge_allowed(self):
         if not self.tuner_layer_cls.mergeable:

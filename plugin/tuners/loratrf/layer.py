@@ -17,10 +17,21 @@ def relevance_gate(h: torch.Tensor, task_vector: torch.Tensor, eps: float = 1e-8
     return cos.clamp(0.0, 1.0).unsqueeze(-1)
 
 
+class TaskVector(nn.Module):
+    """The task vector t (normal(0, 1)); its call returns the relevance gate of h, so t is used inside it."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(dim))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return relevance_gate(h, self.weight)
+
+
 class LoRATRFLayer(LowRankLayer):
     prefix = "trf_"
     adapter_layer_names = ("trf_A", "trf_B", "trf_t", "trf_T_A", "trf_T_B")
-    parameter_dict_names = ("trf_t",)
+    legacy_parameter_dicts = ("trf_t",)
     other_param_names = LowRankLayer.other_param_names + ("trf_mode",)
     not_mergeable_reason = (
         "LoRATRF cannot be merged: its task-relevance filter scales each token by cos(h, t), which no fixed "
@@ -30,17 +41,17 @@ class LoRATRFLayer(LowRankLayer):
     def create_method_params(self, adapter_name: str, config: LowRankConfig) -> None:
         self.trf_mode[adapter_name] = config.trf_mode
         if config.trf_mode == "input":
-            self.trf_t[adapter_name] = nn.Parameter(torch.randn(self.in_features))
+            self.trf_t[adapter_name] = TaskVector(self.in_features)
             return
         d, k = self.out_features, config.trf_rank
-        self.trf_t[adapter_name] = nn.Parameter(torch.randn(d))
+        self.trf_t[adapter_name] = TaskVector(d)
         self.trf_T_A[adapter_name] = nn.Linear(d, k, bias=False)
         self.trf_T_B[adapter_name] = nn.Linear(k, d, bias=False)
 
     @torch.no_grad()
     def reset_parameters(self, adapter_name: str, init_weights: bool) -> None:
         super().reset_parameters(adapter_name, init_weights)
-        nn.init.normal_(self.trf_t[adapter_name])
+        nn.init.normal_(self.trf_t[adapter_name].weight)
         if adapter_name in self.trf_T_A:
             nn.init.kaiming_uniform_(self.trf_T_A[adapter_name].weight, a=math.sqrt(5))
             t_b = self.trf_T_B[adapter_name].weight
@@ -48,14 +59,14 @@ class LoRATRFLayer(LowRankLayer):
 
     def _adapter_output(self, adapter_name, x, result):
         scaling = self.scaling[adapter_name]
-        b, t = self.trf_B[adapter_name], self.trf_t[adapter_name]
+        a, b, gate = self.trf_A[adapter_name], self.trf_B[adapter_name], self.trf_t[adapter_name]
         if self.trf_mode[adapter_name] == "input":
             # the gate reads the un-dropped input: g = clamp(cos(x, t), 0, 1); g is per token, so
             # B A (g x) = g B A x and the gate is applied on the rank-r side
-            x_t = x.to(t.dtype)
-            z = self.trf_A[adapter_name](self.lora_dropout[adapter_name](x_t))
-            return result + b(relevance_gate(x_t, t) * scaling * z).to(result.dtype)
-        h = result.to(t.dtype) + b(self.low_rank(adapter_name, x) * scaling)
+            x_a = x.to(a.weight.dtype)
+            z = a(self.lora_dropout[adapter_name](x_a))
+            return result + b(gate(x_a) * scaling * z).to(result.dtype)
+        h = result.to(a.weight.dtype) + b(self.low_rank(adapter_name, x) * scaling)
         # T_A (g h) = g T_A h for a per-token g: gate the rank-k activations, not a tokens x d_out copy of h
-        gated = relevance_gate(h, t) * self.trf_T_A[adapter_name](h)
+        gated = gate(h) * self.trf_T_A[adapter_name](h)
         return (h + self.trf_T_B[adapter_name](gated)).to(result.dtype)

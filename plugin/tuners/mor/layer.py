@@ -4,24 +4,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..base import LowRankConfig, LowRankLayer
+from ..base import LowRankConfig, LowRankLayer, Scale, transposed_weight
 
 
-def fold_experts(omega_b: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """B~ = Omega_B^T (x) B, d_out x N*r: column i*r + j is Omega_B[i] (.) B[:, j]."""
-    return (omega_b.T.unsqueeze(-1) * b.unsqueeze(1)).reshape(b.shape[0], -1)
+def expert_matrix(b_t: torch.Tensor, scale_b) -> torch.Tensor:
+    """The N experts' up-projections as one (r*N) x d_out matrix: row j*N + i is Omega_B[i] (.) B[:, j].
 
-
-def mixture_of_ranks(
-    z: torch.Tensor, gates: torch.Tensor, omega_a: torch.Tensor, omega_b: torch.Tensor, b: torch.Tensor
-) -> torch.Tensor:
-    """sum_i gates_i * Omega_B[i] (.) B (Omega_A[i] (.) z), without a tokens x N x d_out intermediate.
-
-    The experts are folded into one matmul of width N*r: w = (gates (x) Omega_A) (.) z is tokens x N*r and
-    B~ = Omega_B^T (x) B is d_out x N*r, so the result is w @ B~^T. The largest activation is tokens x N*r.
+    ``b_t`` is B^T (r x d_out); ``scale_b`` multiplies by Omega_B (N x d_out) by broadcasting (the Omega_B module,
+    or its weight where it is held in full).
     """
-    w = (gates.unsqueeze(-1) * omega_a) * z.unsqueeze(-2)  # ... x N x r
-    return w.flatten(-2) @ fold_experts(omega_b, b).T
+    return scale_b(b_t.unsqueeze(1)).flatten(0, 1)
 
 
 def switch_balance_loss(probs: torch.Tensor) -> torch.Tensor:
@@ -35,15 +27,9 @@ def switch_balance_loss(probs: torch.Tensor) -> torch.Tensor:
 class MoRLayer(LowRankLayer):
     prefix = "mor_"
     adapter_layer_names = ("mor_A", "mor_B", "mor_omega_A", "mor_omega_B", "mor_router")
-    parameter_dict_names = ("mor_omega_A", "mor_omega_B")
-    # last_gates / balance_loss hold the last forward's values, per adapter
-    other_param_names = LowRankLayer.other_param_names + (
-        "num_experts",
-        "router_init_std",
-        "balance_coef",
-        "last_gates",
-        "balance_loss",
-    )
+    legacy_parameter_dicts = ("mor_omega_A", "mor_omega_B")
+    # last_gates holds the last forward's router probabilities, per adapter
+    other_param_names = LowRankLayer.other_param_names + ("num_experts", "router_init_std", "balance_coef", "last_gates")
     not_mergeable_reason = (
         "MoR cannot be merged: its router makes the update depend on each token's input; "
         "use unload() to get the base model back, or keep the adapter unmerged"
@@ -53,8 +39,8 @@ class MoRLayer(LowRankLayer):
         n = config.num_experts
         self.num_experts[adapter_name] = n
         self.balance_coef[adapter_name] = config.router_aux_loss_coef
-        self.mor_omega_A[adapter_name] = nn.Parameter(torch.ones(n, config.r))
-        self.mor_omega_B[adapter_name] = nn.Parameter(torch.ones(n, self.out_features))
+        self.mor_omega_A[adapter_name] = Scale(n, config.r)
+        self.mor_omega_B[adapter_name] = Scale(n, self.out_features)
         self.mor_router[adapter_name] = nn.Linear(self.in_features, n, bias=False)
         self.router_init_std[adapter_name] = config.router_init_std
 
@@ -63,45 +49,42 @@ class MoRLayer(LowRankLayer):
         super().reset_parameters(adapter_name, init_weights)
         nn.init.normal_(self.mor_router[adapter_name].weight, std=self.router_init_std[adapter_name])
         if not init_weights:  # experts differ from the start so tests see each one act
-            self.mor_omega_A[adapter_name].normal_(1.0, 0.5)
-            self.mor_omega_B[adapter_name].normal_(1.0, 0.5)
+            self.mor_omega_A[adapter_name].weight.normal_(1.0, 0.5)
+            self.mor_omega_B[adapter_name].weight.normal_(1.0, 0.5)
             nn.init.normal_(self.mor_router[adapter_name].weight, std=0.5)
 
     def _adapter_output(self, adapter_name, x, result):
+        """y = W x + s * sum_i G_i Omega_B[i] (.) B (Omega_A[i] (.) z), without a tokens x N x d_out intermediate:
+        w[t, j, i] = G_i z_j Omega_A[i, j] (tokens x r*N) times the experts' (r*N) x d_out matrix."""
         if self.inference_path(adapter_name):
             return self._inference_output(adapter_name, x, result)
         router = self.mor_router[adapter_name]
-        x_a = x.to(router.weight.dtype)
-        gates = torch.softmax(router(x_a).float(), dim=-1)
+        gates = torch.softmax(router(x.to(router.weight.dtype)).float(), dim=-1)
         self.last_gates[adapter_name] = gates.detach()  # telemetry reads it when it logs, not every forward
         if self.training and self.balance_coef[adapter_name] > 0:
-            self.balance_loss[adapter_name] = switch_balance_loss(gates)
-        z = self.low_rank(adapter_name, x)
-        delta = mixture_of_ranks(
-            z * self.scaling[adapter_name],  # scale on the rank-r side
-            gates.to(z.dtype),
-            self.mor_omega_A[adapter_name],
-            self.mor_omega_B[adapter_name],
-            self.mor_B[adapter_name].weight,
-        )
-        return result + delta.to(result.dtype)
+            self.record_aux_loss(adapter_name, "router_balance_loss", switch_balance_loss(gates))
+        z = self.low_rank(adapter_name, x) * self.scaling[adapter_name]  # scale on the rank-r side
+        w = self.mor_omega_A[adapter_name](z.unsqueeze(-2)) * gates.to(z.dtype).unsqueeze(-1)  # tokens x N x r
+        experts = expert_matrix(transposed_weight(self.mor_B[adapter_name], z), self.mor_omega_B[adapter_name])
+        return result + (w.transpose(-1, -2).flatten(-2) @ experts).to(result.dtype)
 
     def _inference_output(self, adapter_name, x, result):
         """The same output with two matmuls per token, from weights built once per update: [A; router] x gives z
-        and the router logits together, and C = s * B~ * vec(Omega_A) (column-wise) takes Omega_A and the scaling
-        out of the per-token work, leaving delta = (gates (x) z) C^T."""
+        and the router logits together, and C (rows j*N + i = s * Omega_A[i, j] * Omega_B[i] (.) B[:, j]) takes
+        Omega_A and the scaling out of the per-token work, leaving delta = (z (x) gates) C."""
         a, router = self.mor_A[adapter_name].weight, self.mor_router[adapter_name].weight
-        omega_a, omega_b, b = self.mor_omega_A[adapter_name], self.mor_omega_B[adapter_name], self.mor_B[adapter_name].weight
+        omega_a, omega_b = self.mor_omega_A[adapter_name].weight, self.mor_omega_B[adapter_name].weight
+        b = self.mor_B[adapter_name].weight
         stacked = self.inference_weight(adapter_name, "[A; router]", (a, router), lambda a, r: torch.cat([a, r.to(a.dtype)]))
         scaling = self.scaling[adapter_name]
-        c = self.inference_weight(adapter_name, "C", (omega_a, omega_b, b),
-                                  lambda oa, ob, b: fold_experts(ob, b) * (oa.reshape(-1) * scaling).to(b.dtype))
+        c = self.inference_weight(adapter_name, "C", (omega_a, omega_b, b), lambda oa, ob, b: expert_matrix(
+            b.T, lambda b_t: b_t * ob) * (oa.T.reshape(-1, 1) * scaling).to(b.dtype))
         both = F.linear(x.to(a.dtype), stacked)
         rank = a.shape[0]
         gates = torch.softmax(both[..., rank:].float(), dim=-1)
         self.last_gates[adapter_name] = gates
-        w = (gates.to(a.dtype).unsqueeze(-1) * both[..., :rank].unsqueeze(-2)).flatten(-2)
-        return result + F.linear(w, c).to(result.dtype)
+        w = (both[..., :rank].unsqueeze(-1) * gates.to(a.dtype).unsqueeze(-2)).flatten(-2)
+        return result + (w @ c).to(result.dtype)
 
     def _token_gates(self, adapter_name: str) -> torch.Tensor:
         gates = self.last_gates[adapter_name]
@@ -115,7 +98,3 @@ class MoRLayer(LowRankLayer):
         """Mean per-token entropy of the router's distribution in the last forward."""
         flat = self._token_gates(adapter_name)
         return float(-(flat * flat.clamp_min(1e-12).log()).sum(-1).mean())
-
-    def aux_losses(self, adapter_name: str) -> dict[str, torch.Tensor]:
-        loss = self.balance_loss.pop(adapter_name, None)  # each forward's loss is added once
-        return {} if loss is None else {"router_balance_loss": loss}

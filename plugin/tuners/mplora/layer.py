@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..base import LowRankLayer, LowRankConfig
+from ..base import LowRankConfig, LowRankLayer, transposed_weight
 
 
 def orthogonality_loss(b: torch.Tensor, num_paths: int) -> torch.Tensor:
@@ -39,13 +39,12 @@ class MPLoraLayer(LowRankLayer):
     def _adapter_output(self, adapter_name, x, result):
         # Concatenating the paths' outputs is exactly B A x: the forward is LoRA's
         # scale on the rank-r side: one tokens x r multiply instead of tokens x d_out
-        delta = self.mplora_B[adapter_name](self.low_rank(adapter_name, x) * self.scaling[adapter_name])
-        return result + delta.to(result.dtype)
-
-    def aux_losses(self, adapter_name: str) -> dict[str, torch.Tensor]:
-        if self.num_paths[adapter_name] == 1:
-            return {}
-        return {"orth_loss": orthogonality_loss(self.mplora_B[adapter_name].weight, self.num_paths[adapter_name])}
+        z = self.low_rank(adapter_name, x) * self.scaling[adapter_name]
+        b = self.mplora_B[adapter_name]
+        if self.training and self.num_paths[adapter_name] > 1:
+            b_t = transposed_weight(b, z)  # r x d_out
+            self.record_aux_loss(adapter_name, "orth_loss", orthogonality_loss(b_t.T, self.num_paths[adapter_name]))
+        return result + b(z).to(result.dtype)
 
     def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
         base_weight = self.get_base_layer().weight
