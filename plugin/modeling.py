@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import sys
 from pathlib import Path
@@ -96,7 +97,16 @@ def quantization_config(load_in_4bit: bool, load_in_8bit: bool, compute_dtype: t
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=compute_dtype,
+        # packed 4-bit weights stored as compute-dtype elements (same bytes): FSDP and ZeRO-3 cannot shard uint8
+        bnb_4bit_quant_storage=compute_dtype,
     )
+
+
+def fsdp_launched() -> bool:
+    """``accelerate launch`` with an FSDP config (it exports ACCELERATE_USE_FSDP to every process)."""
+    from accelerate.utils import str_to_bool
+
+    return bool(str_to_bool(os.environ.get("ACCELERATE_USE_FSDP", "false")))
 
 
 def _refuse_prequantised(name: str, trust_remote_code: bool) -> None:
@@ -126,7 +136,9 @@ def load_base_model(name: str, *, load_in_4bit=False, load_in_8bit=False, bf16=F
                                                      attn_implementation=_attention(attn_implementation))
     except (OSError, ValueError) as err:
         raise _load_error("base_model", name, err) from None
-    if quant is not None:
+    if quant is not None and not fsdp_launched():
+        # not under FSDP (QLoRA-FSDP recipe): the upcast of norms and embeddings to float32 would give FSDP units
+        # mixed dtypes; the Trainer enables checkpointing there
         model = prepare_model_for_kbit_training(
             model,
             use_gradient_checkpointing=gradient_checkpointing,

@@ -38,11 +38,24 @@ METHODS = {  # auxiliary weights large enough that a lost or doubled term shows 
 }
 
 
-def tiny_peft_model(method: str):
+BASE_4BIT = os.environ.get("ENGINE_WORKER_4BIT_BASE")  # a saved tiny base: load it as QLoRA-FSDP does
+
+
+def tiny_base():
     torch.manual_seed(0)
+    if BASE_4BIT:
+        from plugin.modeling import load_base_model
+
+        return load_base_model(BASE_4BIT, load_in_4bit=True, bf16=True)
     config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-    model = get_peft_model(LlamaForCausalLM(config), METHODS[method]())
+    return LlamaForCausalLM(config)
+
+
+def tiny_peft_model(method: str):
+    base = tiny_base()
+    torch.manual_seed(0)
+    model = get_peft_model(base, METHODS[method]())
     model.train()
     return model
 

@@ -1,6 +1,6 @@
-"""Each method under FSDP1 (use_orig_params false and true), FSDP2 and DeepSpeed ZeRO-3 on 2 CPU processes (gloo):
-one SGD step, auxiliary losses on, equals the single-process step on the same global batch (SPEC.md sections 6-7).
-DDP is covered through the trainer in test_train.py."""
+"""Each method under FSDP1 (use_orig_params false and true), FSDP2, DeepSpeed ZeRO-3 and QLoRA-FSDP (4-bit base) on
+2 CPU processes (gloo): one SGD step, auxiliary losses on, equals the single-process step on the same global batch
+(SPEC.md sections 6-7). DDP is covered through the trainer in test_train.py; reentrant checkpointing here too."""
 
 import importlib.util
 import json
@@ -14,8 +14,18 @@ import plugin
 
 from .helpers import REPO
 
-ENGINES = ["fsdp1", "fsdp1_orig", "fsdp2", "zero3"]
+ENGINES = ["fsdp1", "fsdp1_orig", "fsdp2", "zero3", "qlora_fsdp1", "qlora_fsdp2"]
 AUX = {"mplora", "mor"}  # methods with an auxiliary loss switched on in the worker
+
+
+def _save_tiny_base(path):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2)).save_pretrained(path)
+    return path
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -25,6 +35,9 @@ def test_one_step_under_engine_equals_single_process(engine, tmp_path):
     out = tmp_path / "result.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)}
     port = str(29620 + ENGINES.index(engine))
+    if engine.startswith("qlora_"):  # the QLoRA-FSDP recipe: bnb nf4 base stored in bf16, bf16 compute
+        env.update(ENGINE_WORKER_4BIT_BASE=str(_save_tiny_base(tmp_path / "base")), ACCELERATE_USE_FSDP="true")
+        engine = engine.removeprefix("qlora_")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                            port, str(REPO / "tests" / "engine_worker.py"), engine, str(out)],
                           env=env, capture_output=True, text=True, timeout=600)
