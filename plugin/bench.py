@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -83,6 +84,8 @@ def measure(method: str, args) -> dict:
     from peft import get_peft_model
     from transformers import LlamaForCausalLM
 
+    from .auxiliary import weighted_aux_loss
+
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.layer_only:
@@ -97,6 +100,9 @@ def measure(method: str, args) -> dict:
     if method == "mor_naive":
         _use_naive_mor(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    peft_model = model
+    if args.engine:
+        model = _distribute(model, args.engine, device)
     if method == "mplora_merged":
         model = model.merge_and_unload()
     ids = torch.randint(0, args.vocab, (args.batch, args.seq), device=device)
@@ -110,8 +116,10 @@ def measure(method: str, args) -> dict:
     else:
         model.train()
 
-        def step():
-            model(input_ids=ids, labels=ids).loss.backward()
+        def step():  # a training step's loss: the task loss plus the weighted auxiliary terms, as the trainer adds
+            loss = model(input_ids=ids, labels=ids).loss
+            aux, _ = weighted_aux_loss(peft_model, step=0)
+            (loss if aux is None else loss + aux).backward()
             model.zero_grad(set_to_none=True)
 
     # trainable counted before a merge folds the adapter away
@@ -119,6 +127,26 @@ def measure(method: str, args) -> dict:
     if args.generate:
         row["tokens_per_s"] = args.batch * args.generate / row["step_s"]
     return row
+
+
+def _distribute(model, engine: str, device: str):
+    """Wrap for ``engine`` in this torchrun process: DDP, or FSDP1 with PEFT's wrap policy (what transformers
+    installs for a PEFT model), full shard, use_orig_params false."""
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    if device == "cuda":
+        torch.cuda.set_device(dist.get_rank() % torch.cuda.device_count())
+        model = model.cuda()
+    if engine == "ddp":
+        return torch.nn.parallel.DistributedDataParallel(model)
+    from peft.utils.other import fsdp_auto_wrap_policy
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    return FullyShardedDataParallel(model, auto_wrap_policy=fsdp_auto_wrap_policy(model), use_orig_params=False,
+                                    device_id=torch.device(device, torch.cuda.current_device()) if device == "cuda"
+                                    else torch.device("cpu"))
 
 
 def _measure_layer(method: str, args, device: str) -> dict:
@@ -156,7 +184,11 @@ def _time_steps(step, args, device) -> dict:
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    else:  # Linux: restart the peak-RSS count here, so loading (e.g. quantising a 4-bit base) does not set it
+    else:  # Linux: restart the peak-RSS count here, so loading (e.g. quantising a 4-bit base) does not set it;
+        # memory freed since (the full weights FSDP sharded away) goes back to the OS first
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
         with open("/proc/self/clear_refs", "w") as clear:
             clear.write("5")
     times = []
@@ -167,6 +199,14 @@ def _time_steps(step, args, device) -> dict:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     peak = torch.cuda.max_memory_allocated() if device == "cuda" else _peak_rss()
+    if args.engine:  # the largest process's peak, the slowest process's time
+        import torch.distributed as dist
+
+        both = torch.tensor([float(peak), statistics.median(times)], dtype=torch.float64,
+                            device=device if device == "cuda" else "cpu")
+        dist.all_reduce(both, op=dist.ReduceOp.MAX)
+        return {"step_s": float(both[1]), "peak_bytes": int(both[0]), "device": device,
+                "engine": f"{args.engine} x {dist.get_world_size()}"}
     return {"step_s": statistics.median(times), "peak_bytes": peak, "device": device}
 
 
@@ -191,6 +231,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--load_in_4bit", action="store_true",
                    help="bnb nf4 base with bf16 compute, as QLoRA users train (e.g. one LLaMA-2-7B layer: "
                         "--load_in_4bit --hidden 4096 --layers 1 --vocab 32000 --batch 1 --seq 512)")
+    p.add_argument("--engine", choices=["ddp", "fsdp"],
+                   help="train under this engine in --processes processes (torchrun; gloo on CPU): per-process peak memory")
+    p.add_argument("--processes", type=int, default=2)
     p.add_argument("--model_dir", help=argparse.SUPPRESS)
     p.add_argument("--sweep", help="one setting over several values, e.g. experts=1,2,4,8,16 or seq=128,256,512")
     p.add_argument("--json", help="also write the rows here")
@@ -203,8 +246,11 @@ def run_methods(args, methods: list[str], overrides: dict | None = None) -> list
     passthrough = [f"--{k}" if v is True else f"--{k}={v}" for k, v in settings.items()
                    if k not in ("json", "child", "sweep", "methods") and v is not None and v is not False]
     rows = []
+    launcher = [sys.executable]
+    if args.engine:
+        launcher += ["-m", "torch.distributed.run", "--nproc_per_node", str(args.processes), "--master_port", "29571"]
     for method in methods:
-        out = subprocess.run([sys.executable, "-m", "plugin.bench", *passthrough, "--child", method],
+        out = subprocess.run([*launcher, "-m", "plugin.bench", *passthrough, "--child", method],
                              capture_output=True, text=True)
         if out.returncode != 0:
             raise SystemExit(f"benchmark of {method} failed:\n{out.stderr[-2000:]}")
@@ -230,7 +276,9 @@ def ratio_table(rows: list[dict], generate: bool) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.child:
-        print(json.dumps(measure(args.child, args)))
+        row = measure(args.child, args)
+        if not args.engine or int(os.environ.get("RANK", "0")) == 0:
+            print(json.dumps(row))
         return 0
     known = GENERATE_METHODS if args.generate else METHODS
     methods = args.methods.split(",") if args.methods else known
@@ -240,7 +288,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{platform.machine()}, hidden {args.hidden}, {args.layers} layers, batch {args.batch} x seq {args.seq}, "
           f"r {args.rank}, N {args.experts}, targets {args.targets}"
           + (f", generating {args.generate} tokens" if args.generate else "")
-          + (", bnb nf4 base with bf16 compute" if args.load_in_4bit else ""))
+          + (", bnb nf4 base with bf16 compute" if args.load_in_4bit else "")
+          + (f", {args.engine} on {args.processes} processes" if args.engine else ""))
+    if args.engine and (args.generate or args.layer_only):
+        raise UserError("--engine measures training of the whole model: drop --generate / --layer_only")
     if args.load_in_4bit and not args.model_dir:
         import tempfile
 

@@ -30,14 +30,14 @@ IGNORED = {
 REENTRANT_REFUSED = ("gradient_checkpointing_kwargs: use_reentrant: true is not supported: the adapters' auxiliary "
                      "losses are computed in the forward, which reentrant checkpointing runs without gradients; set "
                      "use_reentrant: false (the gradients are the same)")
+_FSDP = ("FSDP is configured by accelerate: accelerate launch --config_file configs/accelerate/fsdp_qlora.yaml "
+         "(or fsdp2.yaml) -m plugin.train CONFIG")
 # belongs elsewhere or cannot be honoured: the way out is in the message
 REFUSED = {
-    "deepspeed": "DeepSpeed is configured by accelerate: launch with accelerate launch --config_file YOUR_DS_CONFIG "
-                 "-m plugin.train CONFIG",
-    "fsdp": "FSDP is configured by accelerate: launch with accelerate launch --config_file YOUR_FSDP_CONFIG "
-            "-m plugin.train CONFIG",
-    "fsdp_config": "FSDP is configured by accelerate: launch with accelerate launch --config_file YOUR_FSDP_CONFIG "
-                   "-m plugin.train CONFIG",
+    "deepspeed": "DeepSpeed is configured by accelerate: accelerate launch --config_file "
+                 "configs/accelerate/deepspeed_zero3.yaml -m plugin.train CONFIG (its JSON is beside it; yours works too)",
+    "fsdp": _FSDP,
+    "fsdp_config": _FSDP,
     "lora_model_dir": "continuing from a saved adapter is not supported here; resume an interrupted run with "
                       "resume_from_checkpoint: auto, or evaluate a saved adapter with python -m plugin.eval --adapter",
     "rl": "preference training (DPO, ORPO, KTO, ...) is not supported: plugin.train runs supervised fine-tuning",

@@ -7,6 +7,8 @@ import pytest
 from plugin.config import load_config
 from plugin.errors import UserError
 
+from .helpers import REPO
+
 CONFIGS = sorted(p for p in (Path(__file__).resolve().parent.parent / "configs").glob("*.yaml")
                  if not p.name.startswith("study_"))  # study configs: tests/test_study.py
 
@@ -110,8 +112,12 @@ def test_peer_keys_ignored_with_a_notice_refused_with_the_way_out(tmp_path, caps
     cfg = _cfg(tmp_path, wandb_project="p", strict=False, max_samples=5)
     assert "note: ignoring keys that do not change training here: strict, wandb_project" in capsys.readouterr().err
     assert cfg.datasets[0].max_samples == 5  # LLaMA-Factory's top-level max_samples, not a typo of max_steps
-    with pytest.raises(UserError, match="deepspeed: DeepSpeed is configured by accelerate: launch with accelerate"):
+    with pytest.raises(UserError, match="deepspeed: DeepSpeed is configured by accelerate: accelerate launch "
+                                        "--config_file configs/accelerate/deepspeed_zero3.yaml"):
         _cfg(tmp_path, deepspeed="ds_z3.json")
+    with pytest.raises(UserError, match="fsdp_config: FSDP is configured by accelerate: accelerate launch "
+                                        "--config_file configs/accelerate/fsdp_qlora.yaml"):
+        _cfg(tmp_path, fsdp_config={"fsdp_version": 2})
     with pytest.raises(UserError, match="lora_model_dir: continuing from a saved adapter is not supported"):
         _cfg(tmp_path, lora_model_dir="old/adapter")
 
@@ -122,3 +128,22 @@ def test_empty_upstream_keys_mean_absent_but_null_keeps_its_meaning_where_it_has
     assert cfg.resume_from_checkpoint is None  # null: do not resume (a meaning of its own)
     with pytest.raises(UserError, match="bf16 and fp16 are both true"):
         _cfg(tmp_path, fp16=True, bf16=True)
+
+
+def test_accelerate_configs_load_with_accelerate():
+    """The shipped multi-GPU configs parse as accelerate's own config classes and point at what exists."""
+    import json
+
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    folder = REPO / "configs" / "accelerate"
+    expected = {"ddp.yaml": "MULTI_GPU", "fsdp_qlora.yaml": "FSDP", "fsdp2.yaml": "FSDP",
+                "deepspeed_zero3.yaml": "DEEPSPEED"}
+    assert {p.name for p in folder.glob("*.yaml")} == set(expected)
+    for name, kind in expected.items():
+        config = load_config_from_file(str(folder / name))
+        assert config.distributed_type.value == kind, name
+    assert load_config_from_file(str(folder / "fsdp_qlora.yaml")).fsdp_config["fsdp_use_orig_params"] is False
+    assert load_config_from_file(str(folder / "fsdp2.yaml")).fsdp_config["fsdp_version"] == 2
+    ds = load_config_from_file(str(folder / "deepspeed_zero3.yaml")).deepspeed_config["deepspeed_config_file"]
+    assert json.loads((REPO / ds).read_text())["zero_optimization"]["stage"] == 3

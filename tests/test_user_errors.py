@@ -93,6 +93,7 @@ CASES = [
     ("do_train false", {"do_train": False}, "do_train: false: plugin.train always trains", None),
     ("constant-then-cosine schedule", {"cosine_constant_lr_ratio": 0.8}, "cosine_constant_lr_ratio: 0.8: Axolotl's constant-then-cosine schedule", None),
     ("eot token not in the vocabulary", {"eot_tokens": ["<end_of_turn>"]}, "eot_tokens: '<end_of_turn>' is not a token of this tokenizer", None),
+    ("reentrant checkpointing", {"gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": True}}, "use_reentrant: true is not supported: the adapters' auxiliary losses are computed in the forward", None),
     ("optimizer without its package", {"optimizer": "lomo"}, "optimizer lomo: You need to install `lomo_optim`", None),
     ("report_to without its package", {"report_to": "dvclive"}, "requires dvclive to be installed", None),
     ("broken chat template", {"chat_template": "{% for m in messages %}{{ m.content }"}, "row 0 (counting from 0): the chat template failed on it", None),

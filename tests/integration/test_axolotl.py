@@ -13,13 +13,17 @@ import yaml
 from ..helpers import REPO
 
 VENV = REPO / ".venv-axolotl"
+PEER = REPO / "tests" / "fixtures" / "peer_configs"
 pytestmark = pytest.mark.skipif(not (VENV / "bin" / "axolotl").exists(),
                                 reason="Axolotl not set up: run bash scripts/setup_axolotl.sh")
 
 METHOD_KEYS = {
-    "mplora": {"lora_target_modules": ["q_proj", "v_proj"], "mplora_num_paths": 2, "mplora_orth_weight": 1.0},
+    # gradient_checkpointing without kwargs: Axolotl would default to reentrant checkpointing, under which the
+    # auxiliary losses get no gradient (plugin.weighted_aux_loss stops); the plugin must switch it off
+    "mplora": {"lora_target_modules": ["q_proj", "v_proj"], "mplora_num_paths": 2, "mplora_orth_weight": 1.0,
+               "gradient_checkpointing": True},
     "mor": {"lora_target_modules": ["gate_proj", "up_proj", "down_proj"], "mor_num_experts": 3,
-            "mor_router_aux_loss_coef": 0.01},
+            "mor_router_aux_loss_coef": 0.01, "gradient_checkpointing": True},
     "loratrf": {"lora_target_modules": ["o_proj", "up_proj", "down_proj"], "loratrf_mode": "output"},
 }
 LOGGED_TERM = {"mplora": "orth_loss", "mor": "router_balance_loss"}
@@ -70,6 +74,35 @@ def test_axolotl_train_with_our_plugin(tmp_path, tiny_model_dir, chat_file, adap
     assert loaded.stdout.split()[-1] == {"mplora": "MPLoraModel", "mor": "MoRModel", "loratrf": "LoRATRFModel"}[adapter]
 
 
+def test_axolotl_deepspeed_zero3_with_our_plugin(tmp_path, tiny_model_dir, chat_file):
+    """Axolotl's own deepspeed_configs/zero3.json (verbatim fixture), 2 processes on CPU: MPLoRA's orthogonality loss
+    is computed where ZeRO-3 has B in full, and the adapter saves complete."""
+    cfg = _axolotl_yaml(tmp_path, tiny_model_dir, chat_file, "mplora")
+    keys = yaml.safe_load(cfg.read_text())
+    keys["deepspeed"] = str(PEER / "axolotl" / "deepspeed_configs_zero3.json")
+    cfg.write_text(yaml.safe_dump(keys))
+    proc = subprocess.run(["axolotl", "train", str(cfg), "--", "--multi_gpu", "--num_processes", "2",
+                           "--main_process_port", "29545"], cwd=tmp_path, env={**_env(), "DS_ACCELERATOR": "cpu"},
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "'orth_loss'" in proc.stdout + proc.stderr
+    from safetensors.torch import load_file
+
+    saved = load_file(str(tmp_path / "out" / "adapter_model.safetensors"))
+    assert len(saved) == 2 * 2 * 2 and all(t.numel() > 0 for t in saved.values())  # 2 blocks x q,v x A,B
+
+
+def test_reentrant_checkpointing_is_refused_in_one_line(tmp_path, tiny_model_dir, chat_file):
+    cfg = _axolotl_yaml(tmp_path, tiny_model_dir, chat_file, "mplora")
+    keys = yaml.safe_load(cfg.read_text())
+    keys["gradient_checkpointing_kwargs"] = {"use_reentrant": True}
+    cfg.write_text(yaml.safe_dump(keys))
+    proc = subprocess.run(["axolotl", "train", str(cfg)], cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode != 0
+    assert "use_reentrant: true is not supported" in proc.stdout + proc.stderr
+
+
 def test_plugin_args_validate_through_axolotl(tmp_path):
     """Our keys go through Axolotl's own pydantic validation, bad values are rejected there."""
     script = (
@@ -89,7 +122,6 @@ def test_plugin_args_validate_through_axolotl(tmp_path):
     assert proc.stdout.strip().endswith("rejected")
 
 
-PEER = REPO / "tests" / "fixtures" / "peer_configs"
 # Axolotl's own example YAMLs (verbatim in tests/fixtures/peer_configs/axolotl): replaced are the base model, the
 # data, the adapter (+ our plugin line), and what this CPU machine and the tiny model's tokenizer lack: FlashAttention
 # and the llama-3 pad token
