@@ -114,24 +114,29 @@ def test_two_processes_match_one_on_the_same_global_batch(base_cfg, tmp_path):
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("adapter,extra", [
-    ("mplora", {"mplora_num_paths": 2, "mplora_orth_weight": 5.0}),
-    ("mor", {"mor_num_experts": 3, "mor_router_aux_loss_coef": 1.0}),
-])
-def test_deepspeed_zero3_through_accelerate_matches_one_process(base_cfg, tmp_path, adapter, extra):
+AXOLOTL_ZERO3 = REPO / "tests" / "fixtures" / "peer_configs" / "axolotl" / "deepspeed_configs_zero3.json"
+
+
+@pytest.mark.parametrize("adapter,extra,ds_json", [
+    ("mplora", {"mplora_num_paths": 2, "mplora_orth_weight": 5.0, "optimizer": "sgd", "learning_rate": 0.5}, None),
+    # Axolotl's published zero3.json (verbatim): DeepSpeed accepts only its tested optimizers there (AdamW)
+    ("mor", {"mor_num_experts": 3, "mor_router_aux_loss_coef": 1.0, "optimizer": "adamw_torch",
+             "learning_rate": 0.01}, AXOLOTL_ZERO3),
+], ids=["mplora-shipped-json", "mor-axolotl-zero3-json"])
+def test_deepspeed_zero3_through_accelerate_matches_one_process(base_cfg, tmp_path, adapter, extra, ds_json):
     """The user's command with the shipped config: accelerate launch --config_file
     configs/accelerate/deepspeed_zero3.yaml -m plugin.train (real DeepSpeed ZeRO-3, 2 CPU processes). The reference
     runs the same micro-batches in one process with gradient accumulation (MoR's balance loss is per micro-batch)."""
     pytest.importorskip("deepspeed")
-    keys = {**base_cfg, "optimizer": "sgd", "lr_scheduler": "constant", "max_grad_norm": 0.0, "learning_rate": 0.5,
-            "max_steps": 2, "save_steps": 100, "adapter": adapter, "micro_batch_size": 2, **extra}
+    keys = {**base_cfg, "lr_scheduler": "constant", "max_grad_norm": 0.0, "max_steps": 2, "save_steps": 100,
+            "adapter": adapter, "micro_batch_size": 2, **extra}
     one = adapter_weights(train(load_config(None, {**keys, "gradient_accumulation_steps": 2,
                                                    "output_dir": str(tmp_path / "one")})))
     cfg_file = write_yaml(tmp_path / "zero3.yaml", **{**keys, "output_dir": str(tmp_path / "zero3")})
     proc = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
          str(REPO / "configs" / "accelerate" / "deepspeed_zero3.yaml"), "--main_process_port", "29534",
-         "-m", "plugin.train", str(cfg_file)],
+         *(["--deepspeed_config_file", str(ds_json)] if ds_json else []), "-m", "plugin.train", str(cfg_file)],
         cwd=REPO, env={**_env(), "DS_ACCELERATOR": "cpu"}, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
