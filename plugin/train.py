@@ -1,4 +1,5 @@
-"""``python -m plugin.train CONFIG.yaml [--key value ...]``: fine-tune a causal LM with LoRA, MPLoRA, MoR or LoRATRF.
+"""``python -m plugin.train CONFIG.yaml [--key value ...]``: fine-tune a causal LM (or, with ``task:
+sequence_classification``, a sequence classifier) with LoRA, MPLoRA, MoR or LoRATRF.
 
 Works the same under ``accelerate launch -m plugin.train`` and ``torchrun -m plugin.train``.
 """
@@ -44,14 +45,13 @@ def sampling_strategy(cfg: TrainConfig) -> str:
     return "group_by_length" if cfg.group_by_length else "sequential" if cfg.curriculum_sampling else "random"
 
 
-def sft_config(cfg: TrainConfig, has_eval: bool, use_cpu: bool):
-    from trl import SFTConfig
-
+def training_arguments(cfg: TrainConfig, has_eval: bool, use_cpu: bool):
+    """TRL's SFTConfig for a causal LM, transformers' TrainingArguments for sequence classification: same keys."""
     save_strategy, save_steps = _schedule(cfg.save_steps, cfg.saves_per_epoch, cfg.num_epochs)
     eval_strategy, eval_steps = _schedule(cfg.eval_steps or save_steps, cfg.evals_per_epoch, cfg.num_epochs)
     if cfg.eval_strategy:
         eval_strategy = cfg.eval_strategy
-    return SFTConfig(
+    common = dict(
         output_dir=cfg.output_dir,
         per_device_train_batch_size=cfg.micro_batch_size,
         per_device_eval_batch_size=cfg.eval_batch_size or cfg.micro_batch_size,
@@ -75,11 +75,8 @@ def sft_config(cfg: TrainConfig, has_eval: bool, use_cpu: bool):
         fp16=cfg.fp16,
         train_sampling_strategy=sampling_strategy(cfg),
         gradient_checkpointing=bool(cfg.gradient_checkpointing),
-        gradient_checkpointing_kwargs={"use_reentrant": False},  # MoR's balance loss needs grads through the router
-        max_length=cfg.sequence_len,
-        packing=cfg.sample_packing,
-        # rows arrive tokenised, labelled and truncated (plugin.data); TRL's pass over them is needed only to pack
-        dataset_kwargs={"skip_prepare_dataset": not cfg.sample_packing},
+        # reentrant checkpointing would run the forward, where the auxiliary losses are computed, without gradients
+        gradient_checkpointing_kwargs={"use_reentrant": False},
         logging_steps=cfg.logging_steps,
         save_strategy=save_strategy,
         save_steps=save_steps,
@@ -92,6 +89,15 @@ def sft_config(cfg: TrainConfig, has_eval: bool, use_cpu: bool):
         ddp_find_unused_parameters=False,
         use_cpu=use_cpu,
     )
+    if cfg.task == "sequence_classification":
+        from transformers import TrainingArguments
+
+        return TrainingArguments(**common)
+    from trl import SFTConfig
+
+    # rows arrive tokenised, labelled and truncated (plugin.data); TRL's pass over them is needed only to pack
+    return SFTConfig(**common, max_length=cfg.sequence_len, packing=cfg.sample_packing,
+                     dataset_kwargs={"skip_prepare_dataset": not cfg.sample_packing})
 
 
 def _invalid_value(err: ValueError) -> UserError:
@@ -109,7 +115,7 @@ def train(cfg: TrainConfig) -> Path:
     from .modeling import (build_peft_config, check_modules_to_save, check_target_modules, load_base_model,
                            tokenizer_for)
     from .telemetry import AdapterTelemetryCallback
-    from .trainer import AuxLossSFTTrainer
+    from .trainer import AuxLossSFTTrainer, AuxLossTrainer
 
     # without cpu=True accelerate ignores torchrun's WORLD_SIZE on a CPU-only machine and runs each rank alone
     use_cpu = not torch.cuda.is_available()
@@ -129,6 +135,7 @@ def train(cfg: TrainConfig) -> Path:
         gradient_checkpointing=bool(cfg.gradient_checkpointing),
         trust_remote_code=cfg.trust_remote_code,
         attn_implementation=cfg.attn_implementation,
+        num_labels=cfg.num_labels,
     )
     check_target_modules(model, cfg.lora_target_modules)
     check_modules_to_save(model, cfg.lora_modules_to_save)
@@ -138,12 +145,20 @@ def train(cfg: TrainConfig) -> Path:
     except ValueError as err:  # PEFT's own checks (no default targets for this model type, ...)
         raise _invalid_value(err) from None
     try:
-        args = sft_config(cfg, eval_data is not None, use_cpu)
+        args = training_arguments(cfg, eval_data is not None, use_cpu)
         check_optimizer(args)
-        trainer = AuxLossSFTTrainer(
-            model=model, args=args, train_dataset=train_data, eval_dataset=eval_data, processing_class=tokenizer,
-            callbacks=[AdapterTelemetryCallback()], offload_activations=cfg.gradient_checkpointing == "offload",
-        )
+        common = dict(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data,
+                      processing_class=tokenizer, callbacks=[AdapterTelemetryCallback()],
+                      offload_activations=cfg.gradient_checkpointing == "offload")
+        if cfg.task == "sequence_classification":
+            from transformers import DataCollatorWithPadding
+
+            from .classification import classification_metrics
+
+            trainer = AuxLossTrainer(**common, data_collator=DataCollatorWithPadding(tokenizer),
+                                     compute_metrics=classification_metrics(cfg.num_labels))
+        else:
+            trainer = AuxLossSFTTrainer(**common)
     except (ValueError, RuntimeError) as err:  # an unknown lr_scheduler or optimizer, report_to without its package
         raise _invalid_value(err) from None
     if state.is_main_process:  # everything is validated: only now is the folder taken (and an old run cleared)
@@ -159,7 +174,10 @@ def train(cfg: TrainConfig) -> Path:
         staging = run_dir.finishing_dir(run.out) if state.is_main_process else run.out / run_dir.FINISHING
         state.wait_for_everyone()
         trainer.save_model(str(staging))
+        held_out = trainer.evaluate() if cfg.task == "sequence_classification" and eval_data is not None else None
         if state.is_main_process:
+            if held_out is not None:  # the metrics the papers report, on the held-out rows, after the last step
+                (staging / "eval_metrics.json").write_text(json.dumps(held_out, indent=1))
             (staging / RESOLVED_CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
             (staging / "train_metrics.json").write_text(json.dumps(trainer.state.log_history, indent=1))
             first_step = json.loads((Path(run.resume) / "trainer_state.json").read_text())["global_step"] if run.resume else 0
@@ -229,7 +247,8 @@ def _parser() -> argparse.ArgumentParser:
     keys = ", ".join(f.name for f in dataclasses.fields(TrainConfig))
     return argparse.ArgumentParser(
         prog="python -m plugin.train",
-        description="Fine-tune a causal LM with LoRA, MPLoRA, MoR or LoRATRF from an Axolotl-style YAML.",
+        description="Fine-tune a causal LM (or a sequence classifier: task: sequence_classification) with LoRA, "
+                    "MPLoRA, MoR or LoRATRF from an Axolotl-style YAML.",
         epilog=(
             "Any config key can be overridden on the command line: --lora_r 16 --adapter mor. "
             f"Keys: {keys}. LLaMA-Factory names (model_name_or_path, lora_rank, cutoff_len, quantization_bit, ...) "
@@ -268,7 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         raise UserError(f"interrupted; rerun the same command to resume {cfg.output_dir} from its last checkpoint "
                         f"(every save_steps={cfg.save_steps} steps)") from None
-    if int(os.environ.get("RANK", "0")) == 0:
+    if int(os.environ.get("RANK", "0")) == 0 and cfg.task == "sequence_classification":
+        metrics = out / "eval_metrics.json"
+        print(f"\nadapter and classifier head saved to {out}"
+              + (f"\nheld-out metrics: {metrics.read_text()}" if metrics.is_file() else ""))
+    elif int(os.environ.get("RANK", "0")) == 0:
         print(f"\nadapter saved to {out}\nevaluate it with:\n  python -m plugin.eval --base {cfg.base_model} "
               f"--adapter {out} --data_dir data/eval --suite commonsense --limit 100")
         if cfg.eval is not None:

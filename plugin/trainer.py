@@ -6,6 +6,7 @@ import math
 from collections import defaultdict
 
 import torch
+from transformers import Trainer
 from trl import SFTTrainer
 
 from .auxiliary import weighted_aux_loss
@@ -21,8 +22,9 @@ class AuxLossMixin:
 
     Scaling follows TRL's own MoE aux-loss handling: with ``num_items_in_batch`` the Trainer leaves gradient
     accumulation to the loss, so the term is divided by the accumulation steps; without it the Trainer divides the
-    whole loss. Either way the auxiliary gradient counts once per optimiser step. DDP averages gradients over
-    processes, and every process adds the same weight-only term, so the number of processes does not change it.
+    whole loss. Either way the auxiliary gradient counts once per optimiser step. DDP, FSDP and ZeRO-3 average
+    gradients over processes: MPLoRA's weight-only term is the same in every process, and MoR's balance loss, like
+    under gradient accumulation, is each micro-batch's own statistic (tests/test_engines.py, tests/test_train.py).
     Mix it in before a ``transformers.Trainer`` subclass (see ``AuxLossSFTTrainer``, the Axolotl plugin).
     """
 
@@ -73,3 +75,7 @@ class AuxLossMixin:
 
 class AuxLossSFTTrainer(AuxLossMixin, SFTTrainer):
     """TRL's SFTTrainer with the adapters' auxiliary losses."""
+
+
+class AuxLossTrainer(AuxLossMixin, Trainer):
+    """transformers' Trainer with the adapters' auxiliary losses (task: sequence_classification)."""

