@@ -105,6 +105,9 @@ class TrainConfig:
     mor_router_init_std: float = field(default=0.02, metadata={"help": "MoR: router init std"})
     loratrf_rank: Optional[int] = field(default=None, metadata={"help": "LoRATRF: transform rank k (default r)"})
     loratrf_mode: Literal["output", "input"] = field(default="output", metadata={"help": "LoRATRF: filter mode"})
+    loratrf_task_vector_init: Literal["random", "input_mean"] = field(
+        default="random", metadata={"help": "LoRATRF: task vector init (random: the paper; input_mean: mean of the "
+                                            "first batch's gate inputs)"})
     # data
     datasets: list[DatasetSpec] = field(default_factory=list)
     test_datasets: list[DatasetSpec] = field(default_factory=list)  # held-out data scored during/after training (Axolotl)

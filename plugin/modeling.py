@@ -224,7 +224,8 @@ def peft_config_from_keys(keys: dict) -> PeftConfig:
                        orth_start_step=get("mplora_orth_start_step")),
         "mor": dict(num_experts=get("mor_num_experts"), router_aux_loss_coef=get("mor_router_aux_loss_coef"),
                     router_init_std=get("mor_router_init_std")),
-        "loratrf": dict(trf_rank=get("loratrf_rank"), trf_mode=get("loratrf_mode")),
+        "loratrf": dict(trf_rank=get("loratrf_rank"), trf_mode=get("loratrf_mode"),
+                        trf_task_vector_init=get("loratrf_task_vector_init")),
     }[adapter]
     config_cls, _ = METHODS[adapter]
     try:

@@ -142,3 +142,11 @@ def test_data_errors(tiny_bert, tmp_path):
     three.write_text('{"sentence": "good", "label": 1}\n{"sentence": "bad", "label": 2}\n')
     with pytest.raises(UserError, match="label 2 is not a class in 0..1; set num_labels"):
         train(_cfg(tiny_bert, tmp_path, datasets=[{"path": str(three)}]))
+
+
+def test_loratrf_task_vectors_from_the_first_rows(tiny_bert, tmp_path, capsys):
+    out = train(_cfg(tiny_bert, tmp_path, adapter="loratrf", loratrf_mode="input", max_steps=1,
+                     lora_target_modules=TARGETS["loratrf"], loratrf_task_vector_init="input_mean"))
+    # 2 layers x value, intermediate.dense, output.dense and attention.output.dense (PEFT matches name suffixes)
+    assert "LoRATRF: 8 task vectors set to the mean gate input of the first 4 rows" in capsys.readouterr().out
+    assert json.loads((out / "adapter_config.json").read_text())["trf_task_vector_init"] == "input_mean"

@@ -103,3 +103,43 @@ def test_paper_parameter_count_debertav3_base_input_mode():
     task_vectors = 12 * (768 + 768 + 3072)
     assert round(low_rank / 1e6, 2) == 0.88
     assert trainable == low_rank + task_vectors == 940_032
+
+
+@pytest.mark.parametrize("mode", ["input", "output"])
+def test_task_vector_input_mean_init_opens_the_gate(mode, tokens):
+    """A random t in d dimensions gives clamp(cos(x, t), 0, 1) of about 0.4/sqrt(d): the adapter's update starts
+    scaled by a few percent. input_mean sets t to the mean of what each gate reads, without changing any output."""
+    from plugin.tuners.loratrf import LoRATRFLayer
+
+    config = plugin.LoRATRFConfig(r=4, trf_mode=mode, target_modules=["up_proj", "down_proj"],
+                                  trf_task_vector_init="input_mean")
+    model = get_peft_model(tiny_llama(), config)
+    gates = {}
+
+    def mean_gate(model):
+        hooks = [layer.trf_t["default"].register_forward_hook(
+            lambda m, args, out, name=name: gates.__setitem__(name, float(out.mean())))
+            for name, layer in model.named_modules() if isinstance(layer, LoRATRFLayer)]
+        with torch.no_grad():
+            logits = model(tokens).logits
+        for hook in hooks:
+            hook.remove()
+        return sum(gates.values()) / len(gates), logits
+
+    before, logits_before = mean_gate(model)
+    assert plugin.init_task_vectors(model, {"input_ids": tokens}) == 4  # 2 blocks x up, down
+    after, logits_after = mean_gate(model)
+    # random-init tiny model: near-isotropic activations, so the mean direction opens the gate less than in a
+    # trained model (all-MiniLM-L6-v2 on GLUE: see the issue note); 0.4/sqrt(32) = 0.07 before
+    assert before < 0.1 and after > 3 * before, (before, after)
+    torch.testing.assert_close(logits_after, logits_before)  # t alone changes no output at initialisation
+    layer = model.base_model.model.model.layers[0].mlp.down_proj
+    captured = {}
+    hook = layer.register_forward_pre_hook(lambda m, args: captured.setdefault("x", args[0]))
+    with torch.no_grad():
+        model(tokens)
+    hook.remove()
+    if mode == "input":  # t is exactly the token mean of the layer's input
+        expected = captured["x"].reshape(-1, captured["x"].shape[-1]).mean(0)
+        torch.testing.assert_close(layer.trf_t["default"].weight, expected)
+    assert model.peft_config["default"].trf_task_vector_init == "input_mean"

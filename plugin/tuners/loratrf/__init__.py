@@ -1,5 +1,5 @@
 from .config import LoRATRFConfig
-from .layer import LoRATRFLayer, relevance_gate
+from .layer import LoRATRFLayer, init_task_vectors, relevance_gate
 from .model import LoRATRFModel
 
-__all__ = ["LoRATRFConfig", "LoRATRFLayer", "LoRATRFModel", "relevance_gate"]
+__all__ = ["LoRATRFConfig", "LoRATRFLayer", "LoRATRFModel", "init_task_vectors", "relevance_gate"]

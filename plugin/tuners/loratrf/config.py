@@ -17,6 +17,12 @@ class LoRATRFConfig(LowRankConfig):
 
     trf_rank: Optional[int] = field(default=None, metadata={"help": "Rank k of the transform T; None means r."})
     trf_mode: Literal["output", "input"] = field(default="output", metadata={"help": "'output' or 'input'."})
+    trf_task_vector_init: Literal["random", "input_mean"] = field(
+        default="random",
+        metadata={"help": "'random': t ~ normal(0, 1), the paper's reading (the gate then starts near 0.4/sqrt(d)). "
+                          "'input_mean': before training, t is set to the mean of what the gate reads over the first "
+                          "batch (plugin.train does it; in your own loop call plugin.init_task_vectors)."},
+    )
 
     _peft_type_name = "LORATRF"
 
@@ -27,3 +33,5 @@ class LoRATRFConfig(LowRankConfig):
         self._check_positive_int("trf_rank", self.trf_rank)
         if self.trf_mode not in ("output", "input"):
             raise ValueError(f"trf_mode must be 'output' or 'input', got {self.trf_mode!r}")
+        if self.trf_task_vector_init not in ("random", "input_mean"):
+            raise ValueError(f"trf_task_vector_init must be 'random' or 'input_mean', got {self.trf_task_vector_init!r}")

@@ -28,6 +28,32 @@ class TaskVector(nn.Module):
         return relevance_gate(h, self.weight)
 
 
+@torch.no_grad()
+def init_task_vectors(model: nn.Module, batch: dict) -> int:
+    """Set each LoRATRF task vector t to the mean, over one batch's tokens, of what its gate reads (the layer's input
+    in input mode, its output h in output mode), so the gate starts near 1 for typical tokens instead of about
+    0.4/sqrt(d) for a random t. At initialisation B and T_B are zero, so t changes no layer's output and one forward
+    pass sees every gate's real input. Returns how many vectors were set."""
+    means: dict[TaskVector, torch.Tensor] = {}
+
+    def capture(module, args):
+        h = args[0]
+        means.setdefault(module, h.reshape(-1, h.shape[-1]).float().mean(0))
+
+    hooks = [m.register_forward_pre_hook(capture) for m in model.modules() if isinstance(m, TaskVector)]
+    was_training = model.training
+    try:
+        model.eval()
+        model(**batch)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    for module, mean in means.items():
+        module.weight.copy_(mean.to(module.weight.dtype))
+    return len(means)
+
+
 class LoRATRFLayer(LowRankLayer):
     prefix = "trf_"
     adapter_layer_names = ("trf_A", "trf_B", "trf_t", "trf_T_A", "trf_T_B")
