@@ -115,7 +115,7 @@ def train(cfg: TrainConfig) -> Path:
     from .modeling import (build_peft_config, check_modules_to_save, check_target_modules, load_base_model,
                            tokenizer_for)
     from .telemetry import AdapterTelemetryCallback
-    from .trainer import AuxLossSFTTrainer, AuxLossTrainer
+    from .trainer import AuxLossSFTTrainer, AuxLossTrainer, init_task_vectors_from_first_rows
 
     # without cpu=True accelerate ignores torchrun's WORLD_SIZE on a CPU-only machine and runs each rank alone
     use_cpu = not torch.cuda.is_available()
@@ -170,7 +170,7 @@ def train(cfg: TrainConfig) -> Path:
             if run.resume:
                 print(f"resuming from {run.resume}", flush=True)
         if cfg.adapter == "loratrf" and cfg.loratrf_task_vector_init == "input_mean" and not run.resume:
-            _init_task_vectors(model, trainer, train_data, cfg.micro_batch_size)
+            init_task_vectors_from_first_rows(trainer, cfg.micro_batch_size)
         trainer.train(resume_from_checkpoint=run.resume)
         _check_finite_weights(model, trainer.state.global_step)
         staging = run_dir.finishing_dir(run.out) if state.is_main_process else run.out / run_dir.FINISHING
@@ -190,20 +190,6 @@ def train(cfg: TrainConfig) -> Path:
         if state.is_main_process:
             run_dir.release_lock(run.out)
     return run.out
-
-
-def _init_task_vectors(model, trainer, train_data, rows: int) -> None:
-    """LoRATRF's task vectors from the first ``rows`` training rows in dataset order: the same rows in every process,
-    so each process sets the same vectors without communicating."""
-    from .tuners.loratrf import init_task_vectors
-
-    batch = trainer.data_collator([train_data[i] for i in range(min(rows, len(train_data)))])
-    device = next(model.parameters()).device
-    inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-    count = init_task_vectors(model, inputs)
-    if trainer.is_world_process_zero():
-        print(f"LoRATRF: {count} task vectors set to the mean gate input of the first {len(inputs['input_ids'])} rows",
-              flush=True)
 
 
 def check_optimizer(args) -> None:

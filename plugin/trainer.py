@@ -73,6 +73,21 @@ class AuxLossMixin:
         super().log(logs, *args, **kwargs)
 
 
+def init_task_vectors_from_first_rows(trainer, rows: int) -> None:
+    """LoRATRF's ``input_mean`` task vectors from the first ``rows`` training rows in dataset order: the same rows in
+    every process, so each process sets the same vectors without communicating."""
+    from .tuners.loratrf import init_task_vectors
+
+    data = trainer.train_dataset
+    batch = trainer.data_collator([data[i] for i in range(min(rows, len(data)))])
+    device = next(trainer.model.parameters()).device
+    inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    count = init_task_vectors(trainer.model, inputs)
+    if trainer.is_world_process_zero():
+        print(f"LoRATRF: {count} task vectors set to the mean gate input of the first {len(inputs['input_ids'])} rows",
+              flush=True)
+
+
 class AuxLossSFTTrainer(AuxLossMixin, SFTTrainer):
     """TRL's SFTTrainer with the adapters' auxiliary losses."""
 

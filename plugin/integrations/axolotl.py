@@ -85,6 +85,13 @@ class LoRAVariantsPlugin(BasePlugin):
 
         return type("AxolotlAuxLossTrainer", (AuxLossMixin, AxolotlTrainer), {})
 
+    def post_trainer_create(self, cfg, trainer):
+        # where plugin.train does it: before the first step, unless the run resumes (its checkpoint holds t)
+        if cfg.adapter == "loratrf" and cfg.loratrf_task_vector_init == "input_mean" and not cfg.resume_from_checkpoint:
+            from ..trainer import init_task_vectors_from_first_rows
+
+            init_task_vectors_from_first_rows(trainer, cfg.micro_batch_size)
+
     def add_callbacks_pre_trainer(self, cfg, model):
         if cfg.adapter not in METHODS:
             return []

@@ -24,7 +24,8 @@ METHOD_KEYS = {
                "gradient_checkpointing": True},
     "mor": {"lora_target_modules": ["gate_proj", "up_proj", "down_proj"], "mor_num_experts": 3,
             "mor_router_aux_loss_coef": 0.01, "gradient_checkpointing": True},
-    "loratrf": {"lora_target_modules": ["o_proj", "up_proj", "down_proj"], "loratrf_mode": "output"},
+    "loratrf": {"lora_target_modules": ["o_proj", "up_proj", "down_proj"], "loratrf_mode": "output",
+                "loratrf_task_vector_init": "input_mean"},
 }
 LOGGED_TERM = {"mplora": "orth_loss", "mor": "router_balance_loss"}
 
@@ -61,6 +62,8 @@ def test_axolotl_train_with_our_plugin(tmp_path, tiny_model_dir, chat_file, adap
     out = tmp_path / "out"
     saved = json.loads((out / "adapter_config.json").read_text())
     assert saved["peft_type"] == adapter.upper()
+    if adapter == "loratrf":  # the plugin set the task vectors before the first step, as plugin.train does
+        assert "LoRATRF: 6 task vectors set to the mean gate input of the first 2 rows" in proc.stdout + proc.stderr
     if adapter in LOGGED_TERM:  # aux term in Axolotl's logs, per-layer telemetry beside the adapter
         assert f"'{LOGGED_TERM[adapter]}'" in proc.stdout + proc.stderr
         assert (out / "telemetry.jsonl").is_file()
