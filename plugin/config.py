@@ -88,7 +88,7 @@ class TrainConfig:
     chat_template: Optional[str] = None  # None: the tokenizer's own; a name (chatml, llama3, qwen3, ...) or Jinja text
     chat_template_jinja: Optional[str] = None  # the Jinja text for chat_template: jinja (Axolotl)
     # adapter (shared with peft.LoraConfig)
-    adapter: Literal["lora", "mplora", "mor", "loratrf"] = "lora"
+    adapter: Literal["lora", "mplora", "mor", "loratrf", "full"] = "lora"  # full: every weight (classification only)
     lora_r: int = 8
     lora_alpha: float = 16
     lora_dropout: float = 0.0
@@ -390,6 +390,9 @@ def _check_values(cfg: TrainConfig, explicit_keys: list[str]) -> None:
 
 def _check_task(cfg: TrainConfig, explicit_keys: list[str]) -> None:
     if cfg.task == "causal_lm":
+        if cfg.adapter == "full":
+            raise UserError("adapter: full (full fine-tuning, the ceiling of the GLUE study) runs with task: "
+                            "sequence_classification only; pick an adapter (lora, mplora, mor, loratrf)")
         if cfg.num_labels is not None:
             raise UserError("num_labels is for task: sequence_classification; set task: sequence_classification or "
                             "drop num_labels")

@@ -123,7 +123,7 @@ def train(cfg: TrainConfig) -> Path:
     config = to_dict(cfg)
     run = run_dir.plan(cfg, config)
     check_eval_section(cfg)
-    peft_config = build_peft_config(cfg)
+    peft_config = None if cfg.adapter == "full" else build_peft_config(cfg)
     tokenizer = tokenizer_for(cfg)
     train_data, eval_data = load_training_data(cfg, tokenizer)
     bf16 = resolve_bf16(cfg)
@@ -141,7 +141,7 @@ def train(cfg: TrainConfig) -> Path:
     check_modules_to_save(model, cfg.lora_modules_to_save)
     set_seed(cfg.seed)  # the adapter's random init must not depend on what ran before
     try:
-        model = get_peft_model(model, peft_config)
+        model = model if peft_config is None else get_peft_model(model, peft_config)
     except ValueError as err:  # PEFT's own checks (no default targets for this model type, ...)
         raise _invalid_value(err) from None
     try:
@@ -166,7 +166,10 @@ def train(cfg: TrainConfig) -> Path:
     try:
         state.wait_for_everyone()
         if state.is_main_process:
-            model.print_trainable_parameters()
+            if peft_config is None:
+                print(f"full fine-tuning: {sum(p.numel() for p in model.parameters()):,} trainable params", flush=True)
+            else:
+                model.print_trainable_parameters()
             if run.resume:
                 print(f"resuming from {run.resume}", flush=True)
         if cfg.adapter == "loratrf" and cfg.loratrf_task_vector_init == "input_mean" and not run.resume:
@@ -176,10 +179,12 @@ def train(cfg: TrainConfig) -> Path:
         staging = run_dir.finishing_dir(run.out) if state.is_main_process else run.out / run_dir.FINISHING
         state.wait_for_everyone()
         trainer.save_model(str(staging))
-        held_out = trainer.evaluate() if cfg.task == "sequence_classification" and eval_data is not None else None
+        held_out = trainer.predict(eval_data, metric_key_prefix="eval") if (
+            cfg.task == "sequence_classification" and eval_data is not None) else None
         if state.is_main_process:
             if held_out is not None:  # the metrics the papers report, on the held-out rows, after the last step
-                (staging / "eval_metrics.json").write_text(json.dumps(held_out, indent=1))
+                (staging / "eval_metrics.json").write_text(json.dumps(held_out.metrics, indent=1))
+                (staging / "eval_items.json").write_text(json.dumps(per_item(held_out, cfg.num_labels)))
             (staging / RESOLVED_CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
             (staging / "train_metrics.json").write_text(json.dumps(trainer.state.log_history, indent=1))
             first_step = json.loads((Path(run.resume) / "trainer_state.json").read_text())["global_step"] if run.resume else 0
@@ -190,6 +195,16 @@ def train(cfg: TrainConfig) -> Path:
         if state.is_main_process:
             run_dir.release_lock(run.out)
     return run.out
+
+
+def per_item(prediction, num_labels: int) -> dict:
+    """Each held-out row's outcome, in order (for paired differences between runs): correct or not, or the
+    predicted score for a regression head."""
+    import numpy as np
+
+    if num_labels == 1:
+        return {"prediction": np.ravel(prediction.predictions).tolist(), "label": prediction.label_ids.tolist()}
+    return {"correct": (np.argmax(prediction.predictions, -1) == prediction.label_ids).astype(int).tolist()}
 
 
 def check_optimizer(args) -> None:
@@ -291,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"(every save_steps={cfg.save_steps} steps)") from None
     if int(os.environ.get("RANK", "0")) == 0 and cfg.task == "sequence_classification":
         metrics = out / "eval_metrics.json"
-        print(f"\nadapter and classifier head saved to {out}"
+        print(f"\n{'model' if cfg.adapter == 'full' else 'adapter and classifier head'} saved to {out}"
               + (f"\nheld-out metrics: {metrics.read_text()}" if metrics.is_file() else ""))
     elif int(os.environ.get("RANK", "0")) == 0:
         print(f"\nadapter saved to {out}\nevaluate it with:\n  python -m plugin.eval --base {cfg.base_model} "

@@ -76,6 +76,23 @@ def test_each_adapter_trains_a_classifier_saved_with_its_head(tiny_bert, tmp_pat
     assert logits[0] == logits[1]
 
 
+def test_full_fine_tuning_ceiling_and_per_item_outcomes(tiny_bert, tmp_path):
+    """adapter: full trains every weight (the study's ceiling); eval_items.json holds each held-out row's outcome,
+    in order, and agrees with the accuracy."""
+    from transformers import AutoModelForSequenceClassification
+
+    out = train(_cfg(tiny_bert, tmp_path, adapter="full", lora_target_modules=None))
+    metrics = json.loads((out / "eval_metrics.json").read_text())
+    correct = json.loads((out / "eval_items.json").read_text())["correct"]
+    assert len(correct) == 12 and metrics["eval_accuracy"] == pytest.approx(sum(correct) / 12)
+    trained = AutoModelForSequenceClassification.from_pretrained(out)
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
+    assert not torch.equal(trained.bert.encoder.layer[0].attention.self.query.weight,
+                           base.bert.encoder.layer[0].attention.self.query.weight)
+    with pytest.raises(UserError, match="adapter: full .* runs with task: sequence_classification only"):
+        _cfg(tiny_bert, tmp_path, adapter="full", task="causal_lm", num_labels=None)
+
+
 def _hand_mcc(labels, predictions):
     """Matthews correlation as the correlation of the one-hot label and prediction matrices (Gorodkin)."""
     classes = sorted(set(labels) | set(predictions))
