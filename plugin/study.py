@@ -25,8 +25,20 @@ from .errors import UserError, check_writable_folder, exits_cleanly_on_user_erro
 from .eval import evaluate
 from .run_dir import is_finished
 
-STUDY_KEYS = {"base_model", "output_dir", "seeds", "train_tasks", "train_items", "eval_tasks", "eval_start",
-              "eval_items", "eval_batch_size", "eval_chat_template", "train", "targets", "target_sets", "runs"}
+COMMON_KEYS = {"base_model", "output_dir", "seeds", "train", "targets", "target_sets", "runs"}
+# causal LM study: chat training mixture, lm-eval multiple choice on held-out items
+STUDY_KEYS = COMMON_KEYS | {"train_tasks", "train_items", "eval_tasks", "eval_start", "eval_items", "eval_batch_size",
+                            "eval_chat_template"}
+# task: sequence_classification study: each GLUE task trained and scored on its own held-out rows
+GLUE_STUDY_KEYS = COMMON_KEYS | {"task", "glue_tasks"}
+
+
+def is_glue(study: dict) -> bool:
+    return study.get("task") == "sequence_classification"
+
+
+def study_tasks(study: dict) -> list[str]:
+    return study["glue_tasks"] if is_glue(study) else study["eval_tasks"]
 
 
 def load_study(path: Path) -> dict:
@@ -38,13 +50,20 @@ def load_study(path: Path) -> dict:
         raise UserError(f"{path} is not valid YAML: {getattr(err, 'problem', err)}") from None
     if not isinstance(study, dict):
         raise UserError(f"{path} must hold a mapping of study keys, got {type(study).__name__}")
-    unknown = sorted(set(study) - STUDY_KEYS)
+    keys = GLUE_STUDY_KEYS if is_glue(study) else STUDY_KEYS
+    unknown = sorted(set(study) - keys)
     if unknown:
-        raise UserError(f"unknown study key '{unknown[0]}'; known: {', '.join(sorted(STUDY_KEYS))}")
-    missing = sorted(STUDY_KEYS - set(study))
+        raise UserError(f"unknown study key '{unknown[0]}'; known: {', '.join(sorted(keys))}")
+    missing = sorted(keys - set(study))
     if missing:
         raise UserError(f"study config is missing '{missing[0]}'")
-    if study["eval_start"] < study["train_items"]:
+    if is_glue(study):
+        from .benchmark_data import GLUE_TASKS
+
+        bad = [t for t in study["glue_tasks"] if t not in GLUE_TASKS]
+        if bad:
+            raise UserError(f"glue_tasks: no offline data for '{bad[0]}'; known: {', '.join(GLUE_TASKS)}")
+    elif study["eval_start"] < study["train_items"]:
         raise UserError("eval_start must be >= train_items: never evaluate on trained items")
     for target_set in study["target_sets"]:
         if target_set not in study["targets"]:
@@ -59,10 +78,14 @@ def _check_run(study: dict, run) -> None:
     if not isinstance(run, dict) or "name" not in run:
         raise UserError(f"each entry of 'runs' needs a 'name' (and training keys such as adapter), got {run!r}")
     keys = {k: v for k, v in run.items() if k != "name"}
+    if not keys and is_glue(study):
+        raise UserError(f"study run '{run['name']}' has no adapter: an untrained classifier head scores chance; use "
+                        "adapter: full for the full fine-tuning ceiling")
     if not keys:
         return  # the base model
+    task = {"task": study["task"]} if is_glue(study) else {}
     try:
-        load_config(None, {**study["train"], **keys, "datasets": [{"path": "train.jsonl"}]})
+        load_config(None, {**study["train"], **keys, **task, "datasets": [{"path": "train.jsonl"}]})
     except UserError as err:
         raise UserError(f"study run '{run['name']}': {err}") from None
     if "adapter" not in keys:
@@ -71,7 +94,16 @@ def _check_run(study: dict, run) -> None:
 
 
 def prepare_data(study: dict, root: Path) -> tuple[Path, Path]:
-    """Training mixture (first train_items of each task) and held-out eval files (from eval_start on)."""
+    """Training mixture (first train_items of each task) and held-out eval files (from eval_start on); for a GLUE
+    study, data/glue/<task>/{train,test}.jsonl (plugin.benchmark_data.glue_split) and no mixture."""
+    if is_glue(study):
+        from .benchmark_data import glue_split
+
+        for task in study["glue_tasks"]:
+            if not (root / "data" / "glue" / task / "test.jsonl").is_file():
+                for name, rows in zip(("train", "test"), glue_split(task)):
+                    write_jsonl(rows, root / "data" / "glue" / task / f"{name}.jsonl")
+        return root / "data" / "glue", root / "data" / "glue"
     train_file, eval_dir = root / "data" / "train.jsonl", root / "data" / "eval"
     if not train_file.is_file():
         rows = [as_chat(item) for task in study["train_tasks"] for item in load_items(task, 0, study["train_items"])]
@@ -89,7 +121,7 @@ def run_plan(study: dict) -> list[dict]:
     plan = []
     for run in study["runs"]:
         adapter = run.get("adapter")
-        target_sets = study["target_sets"] if adapter else ["-"]
+        target_sets = study["target_sets"] if adapter not in (None, "full") else ["-"]  # full adapts no target
         seeds = study["seeds"] if adapter else [study["seeds"][0]]  # the base model has no seed
         for target_set in target_sets:
             for seed in seeds:
@@ -116,11 +148,43 @@ def _eval_keys(study: dict, eval_dir: Path, output: Path) -> dict:
             "apply_chat_template": study["eval_chat_template"], "output": str(output)}
 
 
+def execute_glue(study: dict, item: dict, run_dir: Path, data_dir: Path) -> dict:
+    """One run of a GLUE study: each task trained in its own plugin.train process and scored on its held-out rows
+    (accuracy, each row's outcome kept for paired differences)."""
+    run, acc, stderr, items, costs = item["run"], {}, {}, {}, []
+    for task in study["glue_tasks"]:
+        out = run_dir / task
+        keys = {**study["train"], **{k: v for k, v in run.items() if k != "name"}, "task": study["task"],
+                "base_model": study["base_model"], "seed": item["seed"], "output_dir": str(out),
+                "datasets": [{"path": str(data_dir / task / "train.jsonl")}],
+                "test_datasets": [{"path": str(data_dir / task / "test.jsonl")}]}
+        if run["adapter"] != "full":
+            keys["lora_target_modules"] = _targets(study, item["target_set"], run["adapter"])
+        (run_dir / f"{task}.yaml").write_text(yaml.safe_dump(keys, sort_keys=False))
+        if not is_finished(out):
+            _run([sys.executable, "-m", "plugin.train", str(run_dir / f"{task}.yaml")], f"{item['id']} ({task})")
+        correct = json.loads((out / "eval_items.json").read_text())["correct"]
+        acc[task] = statistics.mean(correct)
+        stderr[task] = math.sqrt(acc[task] * (1 - acc[task]) / len(correct))
+        items[task] = correct
+        costs.append(json.loads((out / "run_summary.json").read_text()))
+    return {"trainable_params": costs[0]["trainable_params"], "step_time_s": _mean([c["step_time_s"] for c in costs]),
+            "peak_memory_mb": max(c["peak_memory_mb"] for c in costs), "acc": acc, "stderr": stderr, "items": items}
+
+
 def execute(study: dict, item: dict, root: Path, train_file: Path, eval_dir: Path) -> dict:
     run_dir = root / "runs" / item["id"]
     summary_file, eval_out = run_dir / "summary.json", run_dir / "eval"
     if summary_file.is_file():  # finished before: never redone
         return json.loads(summary_file.read_text())
+    if is_glue(study):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        summary = execute_glue(study, item, run_dir, eval_dir)
+        summary.update(id=item["id"], name=item["run"]["name"], target_set=item["target_set"], seed=item["seed"],
+                       wall_s=time.monotonic() - started)
+        summary_file.write_text(json.dumps(summary))
+        return summary
     run = item["run"]
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -231,7 +295,7 @@ def bar_plot(table: list[dict], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     labels = [f"{r['name']} ({r['target_set']})" if r["target_set"] != "-" else r["name"] for r in table]
-    colors = ["gray" if r["name"] == "base" else "tab:blue" if r["name"] == "lora"
+    colors = ["gray" if r["target_set"] == "-" else "tab:blue" if r["name"] == "lora"
               else "tab:orange" if r["target_set"] == "paper" else "tab:green" for r in table]
     means = [100 * r["average"][0] for r in table]
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, max(4.5, 0.32 * len(table) + 1.5)), sharey=True)
@@ -261,7 +325,8 @@ def bar_plot(table: list[dict], path: Path) -> Path:
 @exits_cleanly_on_user_error
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m plugin.study", description=__doc__.splitlines()[0])
-    p.add_argument("config", help="study YAML (see configs/study_smollm2.yaml)")
+    p.add_argument("config", help="study YAML (configs/study_smollm2.yaml: causal LM; configs/study_glue_minilm.yaml: "
+                                  "GLUE classification)")
     p.add_argument("--only", help="run only ids containing this text (e.g. __s1, mor_n8); the table covers every "
                    "finished run")
     args = p.parse_args(argv)
@@ -277,9 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     # the table covers every finished run, also those of earlier (e.g. --only) invocations
     finished = [root / "runs" / i["id"] / "summary.json" for i in full_plan]
     summaries = [json.loads(f.read_text()) for f in finished if f.is_file()]
-    table = aggregate(summaries, study["eval_tasks"])
+    table = aggregate(summaries, study_tasks(study))
     (root / "results.json").write_text(json.dumps(table, indent=1))
-    text = markdown(table, study["eval_tasks"])
+    text = markdown(table, study_tasks(study))
     hours = sum(s.get("wall_s") or 0 for s in summaries) / 3600
     note = (f"{len(summaries)} of {len(full_plan)} runs finished, {hours:.2f} h of run time in all. Δ columns: paired "
             "difference on the same items (points ± standard error; * beyond 2 SE).")

@@ -26,6 +26,20 @@ def make_tiny_model_dir(path: Path, hidden_size: int = 32) -> Path:
     return path
 
 
+def make_tiny_bert_dir(path: Path) -> Path:
+    """A random-init 2-layer BERT with the embedded encoder's tokenizer (BERT's uncased WordPiece vocabulary)."""
+    from transformers import BertConfig, BertModel
+
+    from plugin.embedded import embedded_encoder_path
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_encoder_path())
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=128)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 def write_chat_rows(path: Path, n: int) -> Path:
     rows = DEMO_DATA.read_text().splitlines()[:n]
     path.write_text("\n".join(rows) + "\n")

@@ -15,7 +15,7 @@ from plugin.config import load_config
 from plugin.errors import UserError
 from plugin.train import train
 
-from .helpers import REPO, adapter_weights
+from .helpers import REPO, adapter_weights, make_tiny_bert_dir
 
 RTE = REPO / "data" / "glue" / "rte"
 TARGETS = {"lora": ["query", "value"], "mplora": ["query", "value"], "mor": ["intermediate.dense", "output.dense"],
@@ -24,18 +24,7 @@ TARGETS = {"lora": ["query", "value"], "mplora": ["query", "value"], "mor": ["in
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory):
-    """A random-init 2-layer BERT with the embedded encoder's tokenizer (BERT's uncased WordPiece vocabulary)."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from plugin.embedded import embedded_encoder_path
-
-    path = tmp_path_factory.mktemp("tiny_bert")
-    tokenizer = AutoTokenizer.from_pretrained(embedded_encoder_path())
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=128)).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return make_tiny_bert_dir(tmp_path_factory.mktemp("tiny_bert"))
 
 
 def _cfg(tiny_bert, tmp_path, **keys):

@@ -8,6 +8,8 @@ import yaml
 
 from plugin.study import load_study, main, paired_difference, run_plan
 
+from .helpers import make_tiny_bert_dir
+
 STUDY = Path(__file__).resolve().parent.parent / "configs" / "study_smollm2.yaml"
 
 
@@ -82,3 +84,36 @@ def test_failed_run_stops_the_study_with_one_line(tmp_path, tiny_model_dir, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2 and err[-1].startswith("error: run broken__shared__s1 failed (exit 2")
     assert not (tmp_path / "study" / "runs" / "broken__shared__s1" / "summary.json").exists()
+
+
+GLUE_STUDY = Path(__file__).resolve().parent.parent / "configs" / "study_glue_minilm.yaml"
+
+
+def test_glue_study_config_and_plan():
+    study = load_study(GLUE_STUDY)
+    plan = run_plan(study)
+    adapters = [r for r in study["runs"] if r["adapter"] != "full"]
+    assert len(plan) == len(study["seeds"]) * (1 + len(adapters) * len(study["target_sets"]))
+    assert len(study["seeds"]) >= 3 and {"full", "lora", "mplora_n2", "mor_n8", "loratrf_input"} <= {
+        r["name"] for r in study["runs"]}
+
+
+def test_tiny_glue_study_runs_and_pairs_each_row(tmp_path):
+    study = yaml.safe_load(GLUE_STUDY.read_text())
+    study.update(base_model=str(make_tiny_bert_dir(tmp_path / "bert")), output_dir=str(tmp_path / "study"), seeds=[1],
+                 glue_tasks=["rte"], runs=[{"name": "lora", "adapter": "lora"},
+                                           {"name": "mplora_n2", "adapter": "mplora", "mplora_num_paths": 2}])
+    study["train"].update(max_steps=2, micro_batch_size=4, sequence_len=64, max_samples=16)
+    cfg = tmp_path / "study.yaml"
+    cfg.write_text(yaml.safe_dump(study))
+    assert main([str(cfg)]) == 0
+    root = tmp_path / "study"
+    assert len((root / "data" / "glue" / "rte" / "test.jsonl").read_text().splitlines()) == 93
+    items = {name: json.loads((root / "runs" / f"{name}__paper__s1" / "rte" / "eval_items.json").read_text())["correct"]
+             for name in ("lora", "mplora_n2")}
+    results = {r["name"]: r for r in json.loads((root / "results.json").read_text())}
+    assert results["lora"]["tasks"]["rte"][0] == pytest.approx(sum(items["lora"]) / 93)
+    diffs = [a - b for a, b in zip(items["mplora_n2"], items["lora"])]
+    assert results["mplora_n2"]["vs_lora"][0] == pytest.approx(sum(diffs) / 93)
+    assert "| mplora_n2 | paper | 1 |" in (root / "RESULTS.md").read_text()
+
