@@ -37,11 +37,17 @@ def preview_data(cfg: TrainConfig, rows: int, as_json: bool = False, out=None) -
     tokenizer = tokenizer_for(cfg)
     train_data, _ = load_training_data(cfg, tokenizer)
     color = not as_json and out.isatty()
-    if not as_json:
+    if not as_json and cfg.task == "sequence_classification":
+        print(f"{len(train_data)} training rows, each with its label\n", file=out)
+    elif not as_json:
         print(f"{len(train_data)} training rows; trained tokens are shown "
               f"{_GREEN + 'in green' + _RESET if color else '[[between double brackets]]'}\n", file=out)
     for index, row in enumerate(train_data.select(range(min(rows, len(train_data))))):
         ids, labels = row["input_ids"], row["labels"]
+        if cfg.task == "sequence_classification":  # one label for the whole row
+            print(json.dumps({"row": index, "input_ids": ids, "label": labels}) if as_json else
+                  f"--- row {index}: {len(ids)} tokens, label {labels} ---\n{tokenizer.decode(ids)}", file=out)
+            continue
         if as_json:
             print(json.dumps({"row": index, "input_ids": ids, "labels": labels}), file=out)
             continue

@@ -156,3 +156,15 @@ def test_loratrf_task_vectors_from_the_first_rows(tiny_bert, tmp_path, capsys):
     # 2 layers x value, intermediate.dense, output.dense and attention.output.dense (PEFT matches name suffixes)
     assert "LoRATRF: 8 task vectors set to the mean gate input of the first 4 rows" in capsys.readouterr().out
     assert json.loads((out / "adapter_config.json").read_text())["trf_task_vector_init"] == "input_mean"
+
+
+def test_preview_shows_each_row_with_its_label(tiny_bert, tmp_path, capsys):
+    from plugin.preview import preview_data
+
+    preview_data(_cfg(tiny_bert, tmp_path), 2, as_json=True)
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    first = json.loads((RTE / "train.jsonl").read_text().splitlines()[0])
+    assert [r["row"] for r in rows] == [0, 1] and rows[0]["label"] == first["label"]
+    preview_data(_cfg(tiny_bert, tmp_path), 1)
+    text = capsys.readouterr().out
+    assert "label" in text and first["sentence2"].split()[0].lower() in text
