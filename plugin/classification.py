@@ -94,3 +94,11 @@ def classification_metrics(num_labels: int):
         return metrics
 
     return compute
+
+
+def per_item_outcomes(prediction, num_labels: int) -> dict:
+    """Each held-out row's outcome, in order (for paired differences between runs): correct or not, or the
+    predicted score for a regression head. ``prediction`` is what ``Trainer.predict`` returns."""
+    if num_labels == 1:
+        return {"prediction": np.ravel(prediction.predictions).tolist(), "label": prediction.label_ids.tolist()}
+    return {"correct": (np.argmax(prediction.predictions, -1) == prediction.label_ids).astype(int).tolist()}

@@ -111,6 +111,7 @@ def train(cfg: TrainConfig) -> Path:
     from peft import get_peft_model
     from transformers import set_seed
 
+    from .classification import classification_metrics, per_item_outcomes
     from .data import load_training_data
     from .modeling import (build_peft_config, check_modules_to_save, check_target_modules, load_base_model,
                            tokenizer_for)
@@ -153,8 +154,6 @@ def train(cfg: TrainConfig) -> Path:
         if cfg.task == "sequence_classification":
             from transformers import DataCollatorWithPadding
 
-            from .classification import classification_metrics
-
             trainer = AuxLossTrainer(**common, data_collator=DataCollatorWithPadding(tokenizer),
                                      compute_metrics=classification_metrics(cfg.num_labels))
         else:
@@ -184,7 +183,7 @@ def train(cfg: TrainConfig) -> Path:
         if state.is_main_process:
             if held_out is not None:  # the metrics the papers report, on the held-out rows, after the last step
                 (staging / "eval_metrics.json").write_text(json.dumps(held_out.metrics, indent=1))
-                (staging / "eval_items.json").write_text(json.dumps(per_item(held_out, cfg.num_labels)))
+                (staging / "eval_items.json").write_text(json.dumps(per_item_outcomes(held_out, cfg.num_labels)))
             (staging / RESOLVED_CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
             (staging / "train_metrics.json").write_text(json.dumps(trainer.state.log_history, indent=1))
             first_step = json.loads((Path(run.resume) / "trainer_state.json").read_text())["global_step"] if run.resume else 0
@@ -195,16 +194,6 @@ def train(cfg: TrainConfig) -> Path:
         if state.is_main_process:
             run_dir.release_lock(run.out)
     return run.out
-
-
-def per_item(prediction, num_labels: int) -> dict:
-    """Each held-out row's outcome, in order (for paired differences between runs): correct or not, or the
-    predicted score for a regression head."""
-    import numpy as np
-
-    if num_labels == 1:
-        return {"prediction": np.ravel(prediction.predictions).tolist(), "label": prediction.label_ids.tolist()}
-    return {"correct": (np.argmax(prediction.predictions, -1) == prediction.label_ids).astype(int).tolist()}
 
 
 def check_optimizer(args) -> None:
