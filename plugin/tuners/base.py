@@ -87,7 +87,12 @@ def is_sharded(module: nn.Module) -> bool:
     """Wrapped by FSDP1/FSDP2 or partitioned by ZeRO-3: its weight exists in full only during its own call."""
     if not torch.distributed.is_available():
         return False
-    from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # torch < 2.6 keeps FSDP2 under _composable
+        from torch.distributed._composable.fsdp import FSDPModule
 
     return isinstance(module, (FullyShardedDataParallel, FSDPModule)) or any(
         hasattr(p, "ds_id") for p in module.parameters(recurse=False))
