@@ -56,7 +56,7 @@ CASES = [
     ("wrong type", {"lora_r": "eight"}, "lora_r must be an integer, got 'eight'", None),
     ("float for int", {"micro_batch_size": 0.5}, "micro_batch_size must be an integer", None),
     ("bad bool", {"bf16": "yes"}, "bf16 must be true or false or 'auto'", None),
-    ("bad adapter", {"adapter": "moe"}, "adapter must be 'lora' or 'mplora' or 'mor' or 'loratrf', got 'moe'", None),
+    ("bad adapter", {"adapter": "moe"}, "adapter must be 'lora' or 'mplora' or 'mor' or 'loratrf' or 'full', got 'moe'; did you mean 'mor'?", None),
     ("bad target module", {"lora_target_modules": ["q_projj"]}, "'q_projj' matches no layer of this model", None),
     ("target not linear", {"lora_target_modules": ["input_layernorm"]}, "which is not a linear layer", None),
     ("r <= 0", {"lora_r": 0}, "lora_r must be > 0", None),
