@@ -1,5 +1,6 @@
-"""``task: sequence_classification``: GLUE-style rows -> tokenised inputs with labels, and the metrics the papers
-report (accuracy, F1, Matthews correlation; Pearson for regression).
+"""``task: sequence_classification``: GLUE-style rows -> tokenised inputs with labels (plugin.data picks the held-out
+rows as for causal LMs), and the metrics the papers report (accuracy, F1, Matthews correlation; Pearson for
+regression).
 
 Rows carry GLUE's own columns: ``sentence1`` + ``sentence2`` (pairs: MRPC, RTE, ...) or ``sentence`` / ``text``
 (single sentences: SST-2, CoLA, ...), and ``label`` (an integer class, or a float score when ``num_labels: 1``).
@@ -8,9 +9,9 @@ Rows carry GLUE's own columns: ``sentence1`` + ``sentence2`` (pairs: MRPC, RTE, 
 from __future__ import annotations
 
 import numpy as np
-from datasets import Dataset, concatenate_datasets
+from datasets import Dataset
 
-from .config import DatasetSpec, TrainConfig
+from .config import DatasetSpec
 from .errors import UserError
 
 PAIR_COLUMNS = ("sentence1", "sentence2")
@@ -33,12 +34,11 @@ def tokenize_classification(raw: Dataset, spec: DatasetSpec, tokenizer, num_labe
     columns = _text_columns(raw.column_names, spec.path)
     if spec.max_samples is not None:
         raw = raw.select(range(min(spec.max_samples, len(raw))))
-    labels = raw["label"]
     if num_labels > 1:
-        bad = next((v for v in labels if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < num_labels), None)
-        if bad is not None or any(v is None for v in labels):
-            raise UserError(f"dataset {spec.path}: label {bad!r} is not a class in 0..{num_labels - 1}; set num_labels "
-                            "to the number of classes (1 for a regression score)")
+        bad = [v for v in raw["label"] if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < num_labels]
+        if bad:
+            raise UserError(f"dataset {spec.path}: label {bad[0]!r} is not a class in 0..{num_labels - 1}; set "
+                            "num_labels to the number of classes (1 for a regression score)")
 
     def encode(batch):
         out = tokenizer(*(batch[c] for c in columns), truncation=True, max_length=max_length)
@@ -46,23 +46,6 @@ def tokenize_classification(raw: Dataset, spec: DatasetSpec, tokenizer, num_labe
         return out
 
     return raw.map(encode, batched=True, remove_columns=raw.column_names, desc=f"Tokenizing {spec.path}")
-
-
-def load_classification_data(cfg: TrainConfig, tokenizer, load_raw) -> tuple[Dataset, Dataset | None]:
-    """(train, held-out) rows: ``test_datasets`` when given, else ``val_set_size`` split off the training rows."""
-
-    def build(specs):
-        parts = [tokenize_classification(load_raw(s), s, tokenizer, cfg.num_labels, cfg.sequence_len) for s in specs]
-        return concatenate_datasets(parts) if len(parts) > 1 else parts[0]
-
-    train = build(cfg.datasets)
-    if cfg.test_datasets:
-        return train, build(cfg.test_datasets)
-    if not cfg.val_set_size:
-        return train, None
-    size = cfg.val_set_size if cfg.val_set_size < 1 else int(cfg.val_set_size)
-    split = train.train_test_split(test_size=size, seed=cfg.seed)
-    return split["train"], split["test"]
 
 
 def matthews_correlation(labels: np.ndarray, predictions: np.ndarray) -> float:

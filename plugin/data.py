@@ -271,7 +271,7 @@ def drop_duplicate_rows(data: Dataset) -> Dataset:
     seen, keep, index = set(), [], 0
     for batch in data.select_columns(["input_ids", "labels"]).iter(batch_size=1000):
         for ids, labels in zip(batch["input_ids"], batch["labels"]):
-            key = (tuple(ids), tuple(labels))
+            key = (tuple(ids), labels if isinstance(labels, (int, float)) else tuple(labels))  # a class: one label
             if key not in seen:
                 seen.add(key)
                 keep.append(index)
@@ -291,18 +291,20 @@ def load_training_data(cfg: TrainConfig, tokenizer) -> tuple[Dataset, Dataset | 
         raise UserError(f"eot_tokens: {unknown[0]!r} is not a token of this tokenizer; list the tokens its chat "
                         "template ends turns with")
     if cfg.task == "sequence_classification":
-        from .classification import load_classification_data
+        from .classification import tokenize_classification
 
-        return load_classification_data(cfg, tokenizer, _load_raw)
-
-    def build(specs: list[DatasetSpec]) -> Dataset:
-        parts = []
-        for spec in specs:
+        def tokenize(spec: DatasetSpec) -> Dataset:
+            return tokenize_classification(_load_raw(spec), spec, tokenizer, cfg.num_labels, cfg.sequence_len)
+    else:
+        def tokenize(spec: DatasetSpec) -> Dataset:
             if spec.type not in TEXT_TYPES and not tokenizer.chat_template:
                 raise UserError(f"dataset {spec.path} is a chat ('{spec.type}') but the tokenizer has no chat "
                                 "template; set chat_template: chatml")
-            parts.append(tokenize_dataset(_load_raw(spec), spec, tokenizer, label_policy(spec, cfg),
-                                          cfg.sequence_len, template, cfg.dataset_processes))
+            return tokenize_dataset(_load_raw(spec), spec, tokenizer, label_policy(spec, cfg), cfg.sequence_len,
+                                    template, cfg.dataset_processes)
+
+    def build(specs: list[DatasetSpec]) -> Dataset:
+        parts = [tokenize(spec) for spec in specs]
         return concatenate_datasets(parts) if len(parts) > 1 else parts[0]
 
     data = build(cfg.datasets)

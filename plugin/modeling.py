@@ -19,15 +19,11 @@ from .tuners import METHODS
 from .tuners.base import in_out_features
 
 def resolve_model_path(name: str) -> str:
-    if name == EMBEDDED_MODEL:
-        from .embedded import embedded_model_path
+    """A folder for the embedded models' names (made once in the cache), else ``name`` itself."""
+    from . import embedded
 
-        return embedded_model_path()
-    if name == EMBEDDED_ENCODER:
-        from .embedded import embedded_encoder_path
-
-        return embedded_encoder_path()
-    return name
+    folder = {EMBEDDED_MODEL: embedded.embedded_model_path, EMBEDDED_ENCODER: embedded.embedded_encoder_path}.get(name)
+    return folder() if folder else name
 
 
 def _load_error(what: str, name: str, err: Exception) -> UserError:

@@ -148,7 +148,7 @@ def _eval_keys(study: dict, eval_dir: Path, output: Path) -> dict:
             "apply_chat_template": study["eval_chat_template"], "output": str(output)}
 
 
-def execute_glue(study: dict, item: dict, run_dir: Path, data_dir: Path) -> dict:
+def _execute_glue(study: dict, item: dict, run_dir: Path, data_dir: Path) -> dict:
     """One run of a GLUE study: each task trained in its own plugin.train process and scored on its held-out rows
     (accuracy, each row's outcome kept for paired differences)."""
     run, acc, stderr, items, costs = item["run"], {}, {}, {}, []
@@ -174,20 +174,22 @@ def execute_glue(study: dict, item: dict, run_dir: Path, data_dir: Path) -> dict
 
 def execute(study: dict, item: dict, root: Path, train_file: Path, eval_dir: Path) -> dict:
     run_dir = root / "runs" / item["id"]
-    summary_file, eval_out = run_dir / "summary.json", run_dir / "eval"
+    summary_file = run_dir / "summary.json"
     if summary_file.is_file():  # finished before: never redone
         return json.loads(summary_file.read_text())
-    if is_glue(study):
-        run_dir.mkdir(parents=True, exist_ok=True)
-        started = time.monotonic()
-        summary = execute_glue(study, item, run_dir, eval_dir)
-        summary.update(id=item["id"], name=item["run"]["name"], target_set=item["target_set"], seed=item["seed"],
-                       wall_s=time.monotonic() - started)
-        summary_file.write_text(json.dumps(summary))
-        return summary
-    run = item["run"]
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    summary = (_execute_glue(study, item, run_dir, eval_dir) if is_glue(study)
+               else _execute_lm(study, item, run_dir, train_file, eval_dir))
+    summary.update(id=item["id"], name=item["run"]["name"], target_set=item["target_set"], seed=item["seed"],
+                   wall_s=time.monotonic() - started)
+    summary_file.write_text(json.dumps(summary))
+    return summary
+
+
+def _execute_lm(study: dict, item: dict, run_dir: Path, train_file: Path, eval_dir: Path) -> dict:
+    """One run of a causal LM study: one process trains and scores the adapter (the base model is only scored)."""
+    run, eval_out = item["run"], run_dir / "eval"
     summary: dict = {}
     eval_keys = _eval_keys(study, eval_dir, eval_out)
     if run.get("adapter"):
@@ -207,12 +209,9 @@ def execute(study: dict, item: dict, root: Path, train_file: Path, eval_dir: Pat
         evaluate(study["base_model"], **eval_keys)
     rows = json.loads((eval_out / "results.json").read_text())["rows"]
     items = json.loads((eval_out / "item_scores.json").read_text())
-    summary.update(id=item["id"], name=run["name"], target_set=item["target_set"], seed=item["seed"],
-                   wall_s=time.monotonic() - started,
-                   acc={r["task"].removeprefix("local_"): r["value"] for r in rows if r["metric"] == "acc"},
+    summary.update(acc={r["task"].removeprefix("local_"): r["value"] for r in rows if r["metric"] == "acc"},
                    stderr={r["task"].removeprefix("local_"): r["stderr"] for r in rows if r["metric"] == "acc"},
                    items={task.removeprefix("local_"): scores for task, scores in items.items()})
-    summary_file.write_text(json.dumps(summary))
     return summary
 
 

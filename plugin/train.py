@@ -293,11 +293,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         raise UserError(f"interrupted; rerun the same command to resume {cfg.output_dir} from its last checkpoint "
                         f"(every save_steps={cfg.save_steps} steps)") from None
-    if int(os.environ.get("RANK", "0")) == 0 and cfg.task == "sequence_classification":
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    if cfg.task == "sequence_classification":
         metrics = out / "eval_metrics.json"
         print(f"\n{'model' if cfg.adapter == 'full' else 'adapter and classifier head'} saved to {out}"
               + (f"\nheld-out metrics: {metrics.read_text()}" if metrics.is_file() else ""))
-    elif int(os.environ.get("RANK", "0")) == 0:
+    else:
         print(f"\nadapter saved to {out}\nevaluate it with:\n  python -m plugin.eval --base {cfg.base_model} "
               f"--adapter {out} --data_dir data/eval --suite commonsense --limit 100")
         if cfg.eval is not None:

@@ -148,6 +148,9 @@ def test_data_errors(tiny_bert, tmp_path):
     three.write_text('{"sentence": "good", "label": 1}\n{"sentence": "bad", "label": 2}\n')
     with pytest.raises(UserError, match="label 2 is not a class in 0..1; set num_labels"):
         train(_cfg(tiny_bert, tmp_path, datasets=[{"path": str(three)}]))
+    # the held-out split and its check are the causal LM path's own
+    with pytest.raises(UserError, match="val_set_size=40.0 leaves no training or no validation rows out of 16"):
+        train(_cfg(tiny_bert, tmp_path, test_datasets=[], val_set_size=40))
 
 
 def test_loratrf_task_vectors_from_the_first_rows(tiny_bert, tmp_path, capsys):
