@@ -1,6 +1,7 @@
-"""No-grad forwards (generation, evaluation) take MoR's inference path: [A; router] in one matmul and the folded,
-pre-scaled expert matrix built once per weight update, not per token. It must give the training-mode output, and
-follow every weight change, scaling change and adapter switch."""
+"""No-grad forwards (generation, evaluation) take an inference path built from weights prepared once per update:
+MoR's [A; router] in one matmul and its folded, pre-scaled expert matrix; LoRATRF's unit task vector stacked under A
+(input mode) or T_A (output mode) and its pre-scaled B. It must give the training-mode output, and follow every
+weight change, scaling change and adapter switch."""
 
 import pytest
 import torch
@@ -13,6 +14,8 @@ from .conftest import tiny_llama
 CONFIGS = {
     "mor": lambda: plugin.MoRConfig(r=4, num_experts=3, init_weights=False),
     "mor_dropout": lambda: plugin.MoRConfig(r=4, num_experts=3, init_weights=False, lora_dropout=0.1),
+    "loratrf_output": lambda: plugin.LoRATRFConfig(r=4, init_weights=False, lora_dropout=0.1),
+    "loratrf_input": lambda: plugin.LoRATRFConfig(r=4, init_weights=False, trf_mode="input", lora_dropout=0.1),
 }
 
 
@@ -87,8 +90,9 @@ def test_inference_cache_follows_adapter_switches(method, tokens):
     assert not torch.allclose(outputs["a"], outputs["b"])
 
 
-def test_inference_cache_follows_scaling_changes(tokens):
-    model = get_peft_model(tiny_llama(), CONFIGS["mor"]()).eval()
+@pytest.mark.parametrize("method", ["mor", "loratrf_output", "loratrf_input"])
+def test_inference_cache_follows_scaling_changes(method, tokens):
+    model = get_peft_model(tiny_llama(), CONFIGS[method]()).eval()
     before = _logits(model, tokens, grad=False)
     for layer in _layers(model):
         layer.scaling["default"] *= 3  # what PEFT's set_scale / scale_layer do
@@ -97,7 +101,7 @@ def test_inference_cache_follows_scaling_changes(tokens):
     _assert_same(after, _logits(model, tokens, grad=True))
 
 
-@pytest.mark.parametrize("config", ["mor", "mor_dropout"])
+@pytest.mark.parametrize("config", list(CONFIGS))
 def test_training_mode_keeps_the_training_path(config, tokens):
     """Train mode without grad is not inference: dropout draws masks there, and reentrant checkpointing runs
     training forwards that way (they must record their auxiliary terms). Only eval mode uses the cache."""

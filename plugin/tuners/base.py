@@ -6,6 +6,7 @@ the way PEFT's own tuners are laid out (``peft/tuners/<method>/{config,layer,mod
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
@@ -83,19 +84,23 @@ def is_quantized(layer: nn.Module) -> bool:
     return type(layer).__module__.startswith("bitsandbytes")
 
 
-def is_sharded(module: nn.Module) -> bool:
-    """Wrapped by FSDP1/FSDP2 or partitioned by ZeRO-3: its weight exists in full only during its own call."""
+@functools.cache
+def _sharding_wrappers() -> tuple[type, ...]:
     if not torch.distributed.is_available():
-        return False
+        return ()
     from torch.distributed.fsdp import FullyShardedDataParallel
 
     try:
         from torch.distributed.fsdp import FSDPModule
     except ImportError:  # torch < 2.6 keeps FSDP2 under _composable
         from torch.distributed._composable.fsdp import FSDPModule
+    return FullyShardedDataParallel, FSDPModule
 
-    return isinstance(module, (FullyShardedDataParallel, FSDPModule)) or any(
-        hasattr(p, "ds_id") for p in module.parameters(recurse=False))
+
+def is_sharded(module: nn.Module) -> bool:
+    """Wrapped by FSDP1/FSDP2 or partitioned by ZeRO-3: its weight exists in full only during its own call.
+    (Asked on every no-grad forward of every layer, so the wrapper classes are imported once.)"""
+    return isinstance(module, _sharding_wrappers()) or any(hasattr(p, "ds_id") for p in module._parameters.values())
 
 
 def transposed_weight(linear: nn.Module, like: torch.Tensor) -> torch.Tensor:

@@ -3,18 +3,34 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..base import LowRankConfig, LowRankLayer
 
 
-def relevance_gate(h: torch.Tensor, task_vector: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+GATE_EPS = 1e-8
+
+
+def relevance_gate(h: torch.Tensor, task_vector: torch.Tensor, eps: float = GATE_EPS) -> torch.Tensor:
     """g = clamp(cos(h, t), 0, 1) per token, shaped to broadcast over h's last dim.
 
     Written as (h . t) / (|h| |t|) with two reductions, so no tokens x d temporary is kept for backward.
     """
     cos = (h @ task_vector) / (h.norm(dim=-1) * task_vector.norm()).clamp_min(eps)
     return cos.clamp(0.0, 1.0).unsqueeze(-1)
+
+
+def gate_from_projection(h_dot_unit_t: torch.Tensor, h: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
+    """The same gate from h . (t / |t|), already computed as one column of a matmul:
+    (h . t) / max(|h| |t|, eps) = (h . t/|t|) / max(|h|, eps / |t|), with ``floor`` = eps / |t|."""
+    return (h_dot_unit_t / h.norm(dim=-1, keepdim=True).clamp_min(floor)).clamp(0.0, 1.0)
+
+
+def stack_unit_vector(weight: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """([weight; t / |t|], eps / |t|): the gate's dot product becomes one more output row of ``weight``'s matmul."""
+    norm = t.norm()
+    return torch.cat([weight, (t / norm).to(weight.dtype)[None]]), GATE_EPS / norm
 
 
 class TaskVector(nn.Module):
@@ -43,7 +59,10 @@ def init_task_vectors(model: nn.Module, batch: dict) -> int:
     hooks = [m.register_forward_pre_hook(capture) for m in model.modules() if isinstance(m, TaskVector)]
     was_training = model.training
     try:
-        model.eval()
+        model.eval()  # no dropout anywhere; the adapter layers alone in train mode take the path that calls t's module
+        for layer in model.modules():
+            if isinstance(layer, LoRATRFLayer):
+                layer.train()
         model(**batch)
     finally:
         for hook in hooks:
@@ -84,6 +103,8 @@ class LoRATRFLayer(LowRankLayer):
             nn.init.zeros_(t_b) if init_weights else nn.init.normal_(t_b, std=0.02)
 
     def _adapter_output(self, adapter_name, x, result):
+        if self.inference_path(adapter_name):
+            return self._inference_output(adapter_name, x, result)
         scaling = self.scaling[adapter_name]
         a, b, gate = self.trf_A[adapter_name], self.trf_B[adapter_name], self.trf_t[adapter_name]
         if self.trf_mode[adapter_name] == "input":
@@ -96,3 +117,27 @@ class LoRATRFLayer(LowRankLayer):
         # T_A (g h) = g T_A h for a per-token g: gate the rank-k activations, not a tokens x d_out copy of h
         gated = gate(h) * self.trf_T_A[adapter_name](h)
         return (h + self.trf_T_B[adapter_name](gated)).to(result.dtype)
+
+    def _inference_output(self, adapter_name, x, result):
+        """The same output with fewer operations per token, from weights built once per update: t / |t| is stacked
+        under the matrix the gate's input meets anyway (A in input mode, T_A in output mode), so the gate costs one
+        more output column and a norm; B is pre-scaled; no module calls."""
+        a, b = self.trf_A[adapter_name].weight, self.trf_B[adapter_name].weight
+        t = self.trf_t[adapter_name].weight
+        scaling = self.scaling[adapter_name]
+        if self.trf_mode[adapter_name] == "input":
+            (a_t, floor), b_scaled = self.inference_weight(
+                adapter_name, "[A; t/|t|], s B", (a, t, b), lambda a, t, b: (stack_unit_vector(a, t), b * scaling))
+            x_a = x.to(a.dtype)
+            u = F.linear(x_a, a_t)
+            gate = gate_from_projection(u[..., -1:], x_a, floor)
+            return result + F.linear(u[..., :-1] * gate, b_scaled).to(result.dtype)
+        t_a, t_b = self.trf_T_A[adapter_name].weight, self.trf_T_B[adapter_name].weight
+        b_scaled, (t_a_t, floor) = self.inference_weight(
+            adapter_name, "s B, [T_A; t/|t|]", (a, t, b, t_a),
+            lambda a, t, b, t_a: (b * scaling, stack_unit_vector(t_a, t)),
+        )
+        h = result.to(a.dtype) + F.linear(F.linear(x.to(a.dtype), a), b_scaled)
+        u = F.linear(h, t_a_t)
+        gated = u[..., :-1] * gate_from_projection(u[..., -1:], h, floor)
+        return (h + F.linear(gated, t_b)).to(result.dtype)

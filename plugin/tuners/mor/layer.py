@@ -75,10 +75,13 @@ class MoRLayer(LowRankLayer):
         a, router = self.mor_A[adapter_name].weight, self.mor_router[adapter_name].weight
         omega_a, omega_b = self.mor_omega_A[adapter_name].weight, self.mor_omega_B[adapter_name].weight
         b = self.mor_B[adapter_name].weight
-        stacked = self.inference_weight(adapter_name, "[A; router]", (a, router), lambda a, r: torch.cat([a, r.to(a.dtype)]))
         scaling = self.scaling[adapter_name]
-        c = self.inference_weight(adapter_name, "C", (omega_a, omega_b, b), lambda oa, ob, b: expert_matrix(
-            b.T, lambda b_t: b_t * ob) * (oa.T.reshape(-1, 1) * scaling).to(b.dtype))
+
+        def build(a, router, omega_a, omega_b, b):
+            c = expert_matrix(b.T, lambda b_t: b_t * omega_b) * (omega_a.T.reshape(-1, 1) * scaling).to(b.dtype)
+            return torch.cat([a, router.to(a.dtype)]), c
+
+        stacked, c = self.inference_weight(adapter_name, "[A; router], C", (a, router, omega_a, omega_b, b), build)
         both = F.linear(x.to(a.dtype), stacked)
         rank = a.shape[0]
         gates = torch.softmax(both[..., rank:].float(), dim=-1)
