@@ -19,7 +19,9 @@ import time
 from .errors import UserError, exits_cleanly_on_user_error
 
 METHODS = ["lora", "mplora", "mor", "mor_naive", "loratrf"]
-GENERATE_METHODS = ["lora", "mplora", "mplora_merged", "mor", "loratrf"]
+# lora_wide: PEFT LoRA at rank N*r, the per-token arithmetic of MoR's folded (N*r) x d_out expert matrix; MoR's
+# inference cannot beat it, so it shows how much of MoR's gap to LoRA is the method's arithmetic
+GENERATE_METHODS = ["lora", "lora_wide", "mplora", "mplora_merged", "mor", "loratrf"]
 
 
 def _peft_config(method: str, rank: int, experts: int, targets: list[str]):
@@ -29,6 +31,7 @@ def _peft_config(method: str, rank: int, experts: int, targets: list[str]):
     common = dict(r=rank, lora_alpha=2 * rank, target_modules=targets)
     return {
         "lora": lambda: LoraConfig(**common),
+        "lora_wide": lambda: LoraConfig(**{**common, "r": rank * experts, "lora_alpha": 2 * rank * experts}),
         "mplora": lambda: plugin.MPLoraConfig(num_paths=4, **common),
         "mplora_merged": lambda: plugin.MPLoraConfig(num_paths=4, **common),
         "mor": lambda: plugin.MoRConfig(num_experts=experts, **common),
