@@ -237,11 +237,13 @@ def aggregate(summaries: list[dict], tasks: list[str]) -> list[dict]:
         groups.setdefault((s["name"], s["target_set"]), []).append(s)
     item_means = {key: _item_means(runs, tasks) for key, runs in groups.items()}
     base = next((means for (name, _), means in item_means.items() if name == "base"), None)
+    loras = [means for (name, _), means in item_means.items() if name == "lora"]
     table = []
     for (name, target_set), runs in groups.items():
         per_task = {t: [r["acc"][t] for r in runs] for t in tasks}
         averages = [statistics.mean(r["acc"][t] for t in tasks) for r in runs]
-        lora = item_means.get(("lora", target_set))
+        # a run without target set (full fine-tuning) is compared with LoRA where the study has only one LoRA
+        lora = item_means.get(("lora", target_set)) or (loras[0] if len(loras) == 1 and name != "base" else None)
         table.append({
             "name": name, "target_set": target_set, "seeds": len(runs),
             "trainable_params": runs[0].get("trainable_params"),
@@ -275,16 +277,18 @@ def _fmt_diff(diff) -> str:
 
 
 def markdown(table: list[dict], tasks: list[str]) -> str:
+    with_base = any(row["name"] == "base" for row in table)
     head = ("| method | targets | seeds | trainable | s/step | peak MB | " + " | ".join(tasks)
-            + " | average | Δ vs LoRA | Δ vs base |")
-    lines = [head, "|" + "---|" * (9 + len(tasks))]
+            + " | average | Δ vs LoRA |" + (" Δ vs base |" if with_base else ""))
+    lines = [head, "|" + "---|" * (8 + with_base + len(tasks))]
     for row in table:
         params = f"{row['trainable_params']:,}" if row["trainable_params"] else "0"
         step = f"{row['step_time_s']:.2f}" if row["step_time_s"] else ""
         mem = f"{row['peak_memory_mb']:.0f}" if row["peak_memory_mb"] else ""
         cells = " | ".join(_fmt(row["tasks"][t]) for t in tasks)
         lines.append(f"| {row['name']} | {row['target_set']} | {row['seeds']} | {params} | {step} | {mem} | {cells} | "
-                     f"**{_fmt(row['average'])}** | {_fmt_diff(row['vs_lora'])} | {_fmt_diff(row['vs_base'])} |")
+                     f"**{_fmt(row['average'])}** | {_fmt_diff(row['vs_lora'])} |"
+                     + (f" {_fmt_diff(row['vs_base'])} |" if with_base else ""))
     return "\n".join(lines)
 
 
@@ -314,7 +318,9 @@ def bar_plot(table: list[dict], path: Path) -> Path:
     right.set_xlabel("difference to LoRA, same items (points; 95% interval)")
     for ax in (left, right):
         ax.grid(alpha=0.3, axis="x")
-    fig.suptitle("Study: average accuracy per method (orange: papers' targets, green: shared targets)")
+    legend = [text for color, text in [("gray", "gray: no adapter"), ("tab:orange", "orange: papers' targets"),
+                                       ("tab:green", "green: shared targets")] if color in colors]
+    fig.suptitle(f"Study: average accuracy per method ({', '.join(legend)})")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

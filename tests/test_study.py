@@ -102,18 +102,24 @@ def test_tiny_glue_study_runs_and_pairs_each_row(tmp_path):
     study = yaml.safe_load(GLUE_STUDY.read_text())
     study.update(base_model=str(make_tiny_bert_dir(tmp_path / "bert")), output_dir=str(tmp_path / "study"), seeds=[1],
                  glue_tasks=["rte"], runs=[{"name": "lora", "adapter": "lora"},
-                                           {"name": "mplora_n2", "adapter": "mplora", "mplora_num_paths": 2}])
+                                           {"name": "mplora_n2", "adapter": "mplora", "mplora_num_paths": 2},
+                                           {"name": "full", "adapter": "full"}])
     study["train"].update(max_steps=2, micro_batch_size=4, sequence_len=64, max_samples=16)
     cfg = tmp_path / "study.yaml"
     cfg.write_text(yaml.safe_dump(study))
     assert main([str(cfg)]) == 0
     root = tmp_path / "study"
     assert len((root / "data" / "glue" / "rte" / "test.jsonl").read_text().splitlines()) == 93
-    items = {name: json.loads((root / "runs" / f"{name}__paper__s1" / "rte" / "eval_items.json").read_text())["correct"]
-             for name in ("lora", "mplora_n2")}
+    items = {name: json.loads((root / "runs" / run_id / "rte" / "eval_items.json").read_text())["correct"]
+             for name, run_id in [("lora", "lora__paper__s1"), ("mplora_n2", "mplora_n2__paper__s1"),
+                                  ("full", "full__-__s1")]}
     results = {r["name"]: r for r in json.loads((root / "results.json").read_text())}
     assert results["lora"]["tasks"]["rte"][0] == pytest.approx(sum(items["lora"]) / 93)
     diffs = [a - b for a, b in zip(items["mplora_n2"], items["lora"])]
     assert results["mplora_n2"]["vs_lora"][0] == pytest.approx(sum(diffs) / 93)
-    assert "| mplora_n2 | paper | 1 |" in (root / "RESULTS.md").read_text()
+    # full fine-tuning has no target set: it is paired with the study's one LoRA
+    diffs = [a - b for a, b in zip(items["full"], items["lora"])]
+    assert results["full"]["vs_lora"][0] == pytest.approx(sum(diffs) / 93)
+    report = (root / "RESULTS.md").read_text()
+    assert "| mplora_n2 | paper | 1 |" in report and "Δ vs base" not in report  # no base model run, no column
 
