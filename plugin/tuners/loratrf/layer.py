@@ -17,14 +17,15 @@ def relevance_gate(h: torch.Tensor, task_vector: torch.Tensor, eps: float = GATE
 
     Written as (h . t) / (|h| |t|) with two reductions, so no tokens x d temporary is kept for backward.
     """
-    cos = (h @ task_vector) / (h.norm(dim=-1) * task_vector.norm()).clamp_min(eps)
+    norms = torch.linalg.vector_norm(h, dim=-1) * torch.linalg.vector_norm(task_vector)
+    cos = (h @ task_vector) / norms.clamp_min(eps)
     return cos.clamp(0.0, 1.0).unsqueeze(-1)
 
 
 def gate_from_projection(h_dot_unit_t: torch.Tensor, h: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
     """The same gate from h . (t / |t|), already computed as one column of a matmul:
     (h . t) / max(|h| |t|, eps) = (h . t/|t|) / max(|h|, eps / |t|), with ``floor`` = eps / |t|."""
-    return (h_dot_unit_t / h.norm(dim=-1, keepdim=True).clamp_min(floor)).clamp(0.0, 1.0)
+    return (h_dot_unit_t / torch.linalg.vector_norm(h, dim=-1, keepdim=True).clamp_min(floor)).clamp(0.0, 1.0)
 
 
 def stack_unit_vector(weight: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
