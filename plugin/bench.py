@@ -19,8 +19,8 @@ import time
 from .errors import UserError, exits_cleanly_on_user_error
 
 METHODS = ["lora", "mplora", "mor", "mor_naive", "loratrf"]
-# lora_wide: PEFT LoRA at rank N*r, the per-token arithmetic of MoR's folded (N*r) x d_out expert matrix; MoR's
-# inference cannot beat it, so it shows how much of MoR's gap to LoRA is the method's arithmetic
+# lora_wide: PEFT LoRA at rank N*r, the per-token arithmetic of MoR's folded (N*r) x d_out expert matrix (MoR does
+# at least this much), so it shows how much of MoR's gap to LoRA is the method's arithmetic
 GENERATE_METHODS = ["lora", "lora_wide", "mplora", "mplora_merged", "mor", "loratrf"]
 
 
