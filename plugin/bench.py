@@ -96,7 +96,7 @@ def measure(method: str, args) -> dict:
     if args.model_dir:  # the 4-bit base, saved once by the parent
         from .modeling import load_base_model
 
-        model = load_base_model(args.model_dir, load_in_4bit=True, bf16=True)
+        model = load_base_model(args.model_dir, load_in_4bit=True, bf16=args.compute_dtype == "bfloat16")
     else:
         model = LlamaForCausalLM(_llama_config(args)).to(device)
     model = get_peft_model(model, _peft_config(method, args.rank, args.experts, args.targets.split(",")))
@@ -232,46 +232,71 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--layer_only", action="store_true",
                    help="time one FFN-shaped layer with its adapter instead of the whole model")
     p.add_argument("--load_in_4bit", action="store_true",
-                   help="bnb nf4 base with bf16 compute, as QLoRA users train (e.g. one LLaMA-2-7B layer: "
+                   help="bnb nf4 base (double quant), as QLoRA users train (e.g. one LLaMA-2-7B layer: "
                         "--load_in_4bit --hidden 4096 --layers 1 --vocab 32000 --batch 1 --seq 512)")
+    p.add_argument("--compute_dtype", choices=["bfloat16", "float32"], default="bfloat16",
+                   help="with --load_in_4bit: the dtype the 4-bit weights are dequantised to for each matmul. "
+                        "bfloat16 is QLoRA's; on a CPU without bf16 instructions (AVX2 only) its matmuls are "
+                        "emulated and hide the adapters' cost, float32 shows it")
     p.add_argument("--engine", choices=["ddp", "fsdp"],
                    help="train under this engine in --processes processes (torchrun; gloo on CPU): per-process peak memory")
     p.add_argument("--processes", type=int, default=2)
     p.add_argument("--model_dir", help=argparse.SUPPRESS)
     p.add_argument("--sweep", help="one setting over several values, e.g. experts=1,2,4,8,16 or seq=128,256,512")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="run the method list this many times in rounds; the table shows each method's median and the "
+                        "range of its per-round ratios to LoRA (identical runs differ by up to 10%% on a busy CPU)")
     p.add_argument("--json", help="also write the rows here")
     p.add_argument("--child", help=argparse.SUPPRESS)
     return p
 
 
 def run_methods(args, methods: list[str], overrides: dict | None = None) -> list[dict]:
+    """Each method in its own process, the whole list ``--repeats`` times in rounds (lora, mor, ..., lora, mor, ...)
+    so that a slow spell of the machine hits every method alike; each row records its round."""
     settings = {**vars(args), **(overrides or {})}
     passthrough = [f"--{k}" if v is True else f"--{k}={v}" for k, v in settings.items()
-                   if k not in ("json", "child", "sweep", "methods") and v is not None and v is not False]
+                   if k not in ("json", "child", "sweep", "methods", "repeats") and v is not None and v is not False]
     rows = []
     launcher = [sys.executable]
     if args.engine:
         launcher += ["-m", "torch.distributed.run", "--nproc_per_node", str(args.processes), "--master_port", "29571"]
-    for method in methods:
-        out = subprocess.run([*launcher, "-m", "plugin.bench", *passthrough, "--child", method],
-                             capture_output=True, text=True)
-        if out.returncode != 0:
-            raise SystemExit(f"benchmark of {method} failed:\n{out.stderr[-2000:]}")
-        rows.append({**json.loads(out.stdout.strip().splitlines()[-1]), **(overrides or {})})
-        print(f"measured {method} {overrides or ''}", file=sys.stderr, flush=True)
+    for round_ in range(args.repeats):
+        for method in methods:
+            out = subprocess.run([*launcher, "-m", "plugin.bench", *passthrough, "--child", method],
+                                 capture_output=True, text=True)
+            if out.returncode != 0:
+                raise SystemExit(f"benchmark of {method} failed:\n{out.stderr[-2000:]}")
+            rows.append({**json.loads(out.stdout.strip().splitlines()[-1]), **(overrides or {}), "round": round_})
+            print(f"measured {method} {overrides or ''}" + (f"(round {round_ + 1} of {args.repeats})"
+                  if args.repeats > 1 else ""), file=sys.stderr, flush=True)
     return rows
 
 
+def _ratio(rows: list[dict], method: str, key: str) -> str:
+    """``method``'s ``key`` over LoRA's in the same round: the median, and the range when there are several rounds."""
+    lora = {r["round"]: r[key] for r in rows if r["method"] == "lora"}
+    ratios = sorted(r[key] / lora[r["round"]] for r in rows if r["method"] == method)
+    median = f"{statistics.median(ratios):.2f}x" if key != "peak_bytes" else f"{statistics.median(ratios):.3f}x"
+    return median if len(ratios) == 1 else f"{median} ({ratios[0]:.2f}-{ratios[-1]:.2f})"
+
+
 def ratio_table(rows: list[dict], generate: bool) -> str:
-    lora = next(r for r in rows if r["method"] == "lora")
+    """One line per method: its median over rounds, and its ratio to LoRA's measurement of the same round."""
+    by_method = {}
+    for row in rows:
+        by_method.setdefault(row["method"], []).append(row)
+
+    def median(method, key):
+        return statistics.median(r[key] for r in by_method[method])
+
     if generate:
         lines = ["| method | tokens/s | speed / LoRA |", "|---|---:|---:|"]
-        lines += [f"| {r['method']} | {r['tokens_per_s']:.1f} | {r['tokens_per_s'] / lora['tokens_per_s']:.2f}x |"
-                  for r in rows]
+        lines += [f"| {m} | {median(m, 'tokens_per_s'):.1f} | {_ratio(rows, m, 'tokens_per_s')} |" for m in by_method]
         return "\n".join(lines)
     lines = ["| method | trainable | step (s) | time / LoRA | peak MB | memory / LoRA |", "|---|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['method']} | {r['trainable']:,} | {r['step_s']:.3f} | {r['step_s'] / lora['step_s']:.2f}x | "
-              f"{r['peak_bytes'] / 2**20:.0f} | {r['peak_bytes'] / lora['peak_bytes']:.3f}x |" for r in rows]
+    lines += [f"| {m} | {rs[0]['trainable']:,} | {median(m, 'step_s'):.3f} | {_ratio(rows, m, 'step_s')} | "
+              f"{median(m, 'peak_bytes') / 2**20:.0f} | {_ratio(rows, m, 'peak_bytes')} |" for m, rs in by_method.items()]
     return "\n".join(lines)
 
 
@@ -288,10 +313,15 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in methods if m not in known]
     if unknown:
         raise UserError(f"--methods: unknown method '{unknown[0]}'; choose from {', '.join(known)}")
+    if "lora" not in methods or len(set(methods)) < len(methods):
+        raise UserError(f"--methods {','.join(methods)}: name lora (the yardstick) and each method once; "
+                        "--repeats N runs the list N times")
+    if args.repeats < 1:
+        raise UserError(f"--repeats must be at least 1, got {args.repeats}")
     print(f"{platform.machine()}, hidden {args.hidden}, {args.layers} layers, batch {args.batch} x seq {args.seq}, "
           f"r {args.rank}, N {args.experts}, targets {args.targets}"
           + (f", generating {args.generate} tokens" if args.generate else "")
-          + (", bnb nf4 base with bf16 compute" if args.load_in_4bit else "")
+          + (f", bnb nf4 base with {args.compute_dtype} compute" if args.load_in_4bit else "")
           + (f", {args.engine} on {args.processes} processes" if args.engine else ""))
     if args.engine and (args.generate or args.layer_only):
         raise UserError("--engine measures training of the whole model: drop --generate / --layer_only")
