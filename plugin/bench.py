@@ -274,11 +274,11 @@ def run_methods(args, methods: list[str], overrides: dict | None = None) -> list
 
 
 def _ratio(rows: list[dict], method: str, key: str) -> str:
-    """``method``'s ``key`` over LoRA's in the same round: the median, and the range when there are several rounds."""
+    """``method``'s ``key`` over LoRA's in the same round: the median, and the range when the rounds differ."""
     lora = {r["round"]: r[key] for r in rows if r["method"] == "lora"}
     ratios = sorted(r[key] / lora[r["round"]] for r in rows if r["method"] == method)
     median = f"{statistics.median(ratios):.2f}x" if key != "peak_bytes" else f"{statistics.median(ratios):.3f}x"
-    return median if len(ratios) == 1 else f"{median} ({ratios[0]:.2f}-{ratios[-1]:.2f})"
+    return median if ratios[0] == ratios[-1] else f"{median} ({ratios[0]:.2f}-{ratios[-1]:.2f})"
 
 
 def ratio_table(rows: list[dict], generate: bool) -> str:

@@ -124,3 +124,24 @@ def test_nan_merge_message_is_peft_verbatim():
             model.merge_and_unload(safe_merge=True)
         messages[key] = str(err.value)
     assert messages["mplora"] == messages["lora"] == "NaNs detected in the merged weights. The adapter broken seems to be broken"
+
+
+@pytest.mark.parametrize("method", ["mor", "loratrf_output"])
+def test_inference_cache_follows_an_optimizer_that_bypasses_version_counters(method, tokens):
+    """bitsandbytes' 8-bit AdamW (QLoRA recipes' optimizer) writes the weights without bumping their ``_version``:
+    the Trainer's train() before each step must drop the cache, or every later evaluation reads the first one's
+    weights."""
+    bnb = pytest.importorskip("bitsandbytes")
+    model = get_peft_model(tiny_llama(), CONFIGS[method]())
+    before = _logits(model.eval(), tokens, grad=False)  # caches built
+    params = [p for p in model.parameters() if p.requires_grad]
+    versions = [p._version for p in params]
+    optimizer = bnb.optim.AdamW8bit(params, lr=0.05, min_8bit_size=1)
+    model.train()
+    model(tokens, labels=tokens).loss.backward()
+    optimizer.step()
+    assert [p._version for p in params] == versions  # what makes the version key blind here
+    model.eval()
+    after = _logits(model, tokens, grad=False)
+    assert not torch.allclose(after, before)
+    _assert_same(after, _logits(model, tokens, grad=True))

@@ -219,15 +219,29 @@ class LowRankLayer(nn.Module, BaseTunerLayer):
         one: reentrant checkpointing runs training forwards that way, and they must record their auxiliary terms."""
         return not torch.is_grad_enabled() and not self.training and not is_sharded(self.lora_A_dict[adapter_name])
 
+    def adapter_weights(self, adapter_name: str, *dict_names: str) -> tuple[torch.Tensor, ...]:
+        """The weights of this adapter's modules in the dicts ``dict_names``, read from the module tables directly:
+        generation asks for them on every token, and nn.Module's attribute lookup was a tenth of a small layer's
+        cost there. Inference path only (full weights, no sharding engine)."""
+        return tuple(self._modules[name]._modules[adapter_name]._parameters["weight"] for name in dict_names)
+
     def inference_weight(self, adapter_name: str, what: str, sources: tuple[torch.Tensor, ...], build) -> torch.Tensor:
         """``build(*sources)`` for no-grad forwards (generation, evaluation), rebuilt only when a source or the
-        scaling changed: a tensor's ``_version`` counts its in-place updates (optimizer steps, load_state_dict), its
-        data_ptr, dtype and device change when it is replaced or moved. Kept out of the state dict."""
+        scaling changed: a tensor's ``_version`` counts its in-place updates (torch optimizers, load_state_dict), its
+        data_ptr, dtype and device change when it is replaced or moved, and ``train()`` / ``eval()`` empty the cache
+        (below). Kept out of the state dict."""
         key = (self.scaling[adapter_name], *((t._version, t.data_ptr(), t.dtype, t.device) for t in sources))
         cached = self.inference_cache.get((adapter_name, what))
         if cached is None or cached[0] != key:
             cached = self.inference_cache[(adapter_name, what)] = (key, build(*sources))
         return cached[1]
+
+    def train(self, mode: bool = True):
+        # Some optimizers write weights without bumping ``_version`` (bitsandbytes' 8-bit and paged AdamW, what QLoRA
+        # recipes use; DeepSpeed ZeRO-1/2 copying through ``.data``), so the cache is also dropped on every mode
+        # switch: the Trainer calls train() before each step and eval() before evaluating.
+        self.inference_cache.clear()
+        return super().train(mode)
 
     def _adapter_output(self, adapter_name: str, x: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
         """Return the layer output after applying adapter ``adapter_name`` to input x and current output."""

@@ -123,17 +123,16 @@ class LoRATRFLayer(LowRankLayer):
         """The same output with fewer operations per token, from weights built once per update: t / |t| is stacked
         under the matrix the gate's input meets anyway (A in input mode, T_A in output mode), so the gate costs one
         more output column and a norm; B is pre-scaled; no module calls."""
-        a, b = self.trf_A[adapter_name].weight, self.trf_B[adapter_name].weight
-        t = self.trf_t[adapter_name].weight
         scaling = self.scaling[adapter_name]
         if self.trf_mode[adapter_name] == "input":
             (a_t, floor), b_scaled = self.inference_weight(
-                adapter_name, "[A; t/|t|], s B", (a, t, b), lambda a, t, b: (stack_unit_vector(a, t), b * scaling))
-            x_a = x.to(a.dtype)
+                adapter_name, "[A; t/|t|], s B", self.adapter_weights(adapter_name, "trf_A", "trf_t", "trf_B"),
+                lambda a, t, b: (stack_unit_vector(a, t), b * scaling))
+            x_a = x.to(a_t.dtype)
             u = F.linear(x_a, a_t)
             gate = gate_from_projection(u[..., -1:], x_a, floor)
             return result + F.linear(u[..., :-1] * gate, b_scaled).to(result.dtype)
-        t_a, t_b = self.trf_T_A[adapter_name].weight, self.trf_T_B[adapter_name].weight
+        a, t, b, t_a, t_b = self.adapter_weights(adapter_name, "trf_A", "trf_t", "trf_B", "trf_T_A", "trf_T_B")
         b_scaled, (t_a_t, floor) = self.inference_weight(
             adapter_name, "s B, [T_A; t/|t|]", (a, t, b, t_a),
             lambda a, t, b, t_a: (b * scaling, stack_unit_vector(t_a, t)),

@@ -72,21 +72,19 @@ class MoRLayer(LowRankLayer):
         """The same output with two matmuls per token, from weights built once per update: [A; router] x gives z
         and the router logits together, and C (rows j*N + i = s * Omega_A[i, j] * Omega_B[i] (.) B[:, j]) takes
         Omega_A and the scaling out of the per-token work, leaving delta = (z (x) gates) C."""
-        a, router = self.mor_A[adapter_name].weight, self.mor_router[adapter_name].weight
-        omega_a, omega_b = self.mor_omega_A[adapter_name].weight, self.mor_omega_B[adapter_name].weight
-        b = self.mor_B[adapter_name].weight
+        sources = self.adapter_weights(adapter_name, "mor_A", "mor_router", "mor_omega_A", "mor_omega_B", "mor_B")
         scaling = self.scaling[adapter_name]
 
         def build(a, router, omega_a, omega_b, b):
             c = expert_matrix(b.T, lambda b_t: b_t * omega_b) * (omega_a.T.reshape(-1, 1) * scaling).to(b.dtype)
             return torch.cat([a, router.to(a.dtype)]), c
 
-        stacked, c = self.inference_weight(adapter_name, "[A; router], C", (a, router, omega_a, omega_b, b), build)
-        both = F.linear(x.to(a.dtype), stacked)
-        rank = a.shape[0]
-        gates = torch.softmax(both[..., rank:].float(), dim=-1)
+        stacked, c = self.inference_weight(adapter_name, "[A; router], C", sources, build)
+        dtype, rank = stacked.dtype, self.r[adapter_name]
+        both = F.linear(x.to(dtype), stacked)
+        gates = torch.softmax(both[..., rank:], dim=-1, dtype=torch.float32)
         self.last_gates[adapter_name] = gates
-        w = (both[..., :rank].unsqueeze(-1) * gates.to(a.dtype).unsqueeze(-2)).flatten(-2)
+        w = (both[..., :rank].unsqueeze(-1) * gates.to(dtype).unsqueeze(-2)).flatten(-2)
         return result + (w @ c).to(result.dtype)
 
     def _token_gates(self, adapter_name: str) -> torch.Tensor:
