@@ -1,10 +1,12 @@
 """One optimiser step of every method under one sharding engine, compared with the single-process step.
 
-Run under ``torchrun --nproc_per_node 2`` on CPU (gloo): ``python tests/engine_worker.py ENGINE OUT.json``.
-ENGINE is ddp, fsdp1 (use_orig_params false), fsdp1_orig (true), fsdp2 or zero3. Each rank takes its half of a
+Run under ``torchrun --nproc_per_node 2`` on CPU (gloo): ``python tests/engine_worker.py ENGINES OUT.json``, with
+ENGINES a comma list of ddp, fsdp1 (use_orig_params false), fsdp1_orig (true), fsdp2, zero3, and qlora_fsdp1 /
+qlora_fsdp2 (the QLoRA-FSDP recipe: the 4-bit base saved at $ENGINE_WORKER_4BIT_BASE, loaded as under
+``accelerate launch`` with FSDP). One launch runs them all (process start-up is most of a small engine's time). Each rank takes its half of a
 global batch of 4 sequences, adds ``plugin.weighted_aux_loss`` to the cross-entropy and steps SGD; the reference is
 one process on the same global batch as the same two micro-batches, gradients averaged (MoR's balance loss is a
-per-micro-batch statistic, so the engine's processes are its micro-batches). Rank 0 writes, per method, the largest
+per-micro-batch statistic, so the engine's processes are its micro-batches). Rank 0 writes, per engine and method, the largest
 absolute difference between the engine's updated adapter weights and the reference's (or the error it raised), and
 how much the auxiliary losses moved the reference (so a term lost under the engine would show).
 """
@@ -38,22 +40,23 @@ METHODS = {  # auxiliary weights large enough that a lost or doubled term shows 
 }
 
 
-BASE_4BIT = os.environ.get("ENGINE_WORKER_4BIT_BASE")  # a saved tiny base: load it as QLoRA-FSDP does
-
-
-def tiny_base():
+def tiny_base(quantized: bool):
     torch.manual_seed(0)
-    if BASE_4BIT:
+    if quantized:  # as QLoRA-FSDP loads it: ACCELERATE_USE_FSDP is what `accelerate launch` exports with FSDP
         from plugin.modeling import load_base_model
 
-        return load_base_model(BASE_4BIT, load_in_4bit=True, bf16=True)
+        os.environ["ACCELERATE_USE_FSDP"] = "true"
+        try:
+            return load_base_model(os.environ["ENGINE_WORKER_4BIT_BASE"], load_in_4bit=True, bf16=True)
+        finally:
+            del os.environ["ACCELERATE_USE_FSDP"]
     config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
     return LlamaForCausalLM(config)
 
 
-def tiny_peft_model(method: str):
-    base = tiny_base()
+def tiny_peft_model(method: str, quantized: bool):
+    base = tiny_base(quantized)
     torch.manual_seed(0)
     model = get_peft_model(base, METHODS[method]())
     model.train()
@@ -66,8 +69,9 @@ def step_loss(model, peft_model, ids: torch.Tensor) -> torch.Tensor:
     return loss if aux is None else loss + aux
 
 
-def reference_update(method: str, batch: torch.Tensor, parts: int, aux: bool = True) -> dict[str, torch.Tensor]:
-    model = tiny_peft_model(method)
+def reference_update(method: str, quantized: bool, batch: torch.Tensor, parts: int, aux: bool = True
+                     ) -> dict[str, torch.Tensor]:
+    model = tiny_peft_model(method, quantized)
     for ids in batch.chunk(parts):
         loss = step_loss(model, model, ids) if aux else model(input_ids=ids, labels=ids).loss
         (loss / parts).backward()
@@ -92,9 +96,9 @@ def _fsdp2(model):
     return model
 
 
-def engine_update(engine: str, method: str, local: torch.Tensor) -> dict[str, torch.Tensor]:
+def engine_update(engine: str, method: str, quantized: bool, local: torch.Tensor) -> dict[str, torch.Tensor]:
     """The adapter weights after one step under ``engine``, gathered in full on every rank."""
-    peft_model = tiny_peft_model(method)
+    peft_model = tiny_peft_model(method, quantized)
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
     names = [n for n, p in peft_model.named_parameters() if p.requires_grad]
     if engine == "zero3":
@@ -138,8 +142,27 @@ def _max_diff(a: dict, b: dict) -> float:
     return max(float((a[n] - b[n]).abs().max()) for n in b)
 
 
-def main(engine: str, out: str) -> None:
-    if engine == "zero3":
+def engine_results(engine: str, batch: torch.Tensor, rank: int, world: int) -> dict:
+    quantized = engine.startswith("qlora_")
+    engine = engine.removeprefix("qlora_")
+    results = {}
+    for method in METHODS:
+        try:
+            expected = reference_update(method, quantized, batch, world)
+            got = engine_update(engine, method, quantized, batch.chunk(world)[rank])
+            without_aux = reference_update(method, quantized, batch, world, aux=False)
+            results[method] = {"max_abs_diff": _max_diff(got, expected), "params": len(expected),
+                               "aux_effect": _max_diff(expected, without_aux)}
+        except Exception as exc:  # noqa: BLE001 - the test reports every method's failure, not the first
+            results[method] = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0][:300],
+                               "trace": traceback.format_exc()[-1500:]}
+        dist.barrier()
+    return results
+
+
+def main(engines: str, out: str) -> None:
+    engines = engines.split(",")
+    if "zero3" in engines:  # DeepSpeed's own set-up, over the same gloo process group the others use
         import deepspeed
 
         deepspeed.init_distributed(dist_backend="gloo", timeout=TIMEOUT)
@@ -148,18 +171,7 @@ def main(engine: str, out: str) -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(1)
     batch = torch.randint(0, 64, (4, 12))
-    results = {}
-    for method in METHODS:
-        try:
-            expected = reference_update(method, batch, world)
-            got = engine_update(engine, method, batch.chunk(world)[rank])
-            without_aux = reference_update(method, batch, world, aux=False)
-            results[method] = {"max_abs_diff": _max_diff(got, expected), "params": len(expected),
-                               "aux_effect": _max_diff(expected, without_aux)}
-        except Exception as exc:  # noqa: BLE001 - the test reports every method's failure, not the first
-            results[method] = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0][:300],
-                               "trace": traceback.format_exc()[-1500:]}
-        dist.barrier()
+    results = {engine: engine_results(engine, batch, rank, world) for engine in engines}
     if rank == 0:
         with open(out, "w") as f:
             json.dump(results, f, indent=1)
