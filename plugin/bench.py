@@ -1,8 +1,8 @@
 """``python -m plugin.bench``: step time and peak memory of each adapter as ratios to PEFT LoRA in the same run.
 
-Each method runs in its own subprocess (clean peak-RSS on CPU; ``max_memory_allocated`` on CUDA) on the same
-random-init LLaMA-shaped model, batch and sequence length. Timing: median forward+backward of several steps after
-warm-up. The naive MoR reference loops over experts, one ``B (Omega_A[i] * A x)`` per expert, as MoE-LoRA does.
+Each method trains in its own subprocess (clean peak-RSS on CPU; ``max_memory_allocated`` on CUDA) on the same
+random-init LLaMA-shaped model, batch and sequence length; generation (``--generate``) runs every method in one
+process. Timing: median of several steps after warm-up; ``--repeats`` runs the methods in rounds. The naive MoR reference loops over experts, one ``B (Omega_A[i] * A x)`` per expert, as MoE-LoRA does.
 """
 
 from __future__ import annotations
@@ -84,15 +84,41 @@ def save_random_model(args, folder: str) -> str:
 def measure(method: str, args) -> dict:
     """Run in a child process: build, warm up, time, report."""
     import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.layer_only:
+        return _measure_layer(method, args, device)
+    step, trainable = _build_step(method, args, device)
+    return {"method": method, "trainable": trainable, **_time_steps(step, args, device)}
+
+
+def measure_generation(methods: list[str], args) -> list[dict]:
+    """Generation of every method in this one process, in ``--repeats`` rounds (lora, mor, ..., lora, mor, ...): a
+    slow spell of the machine hits every method alike, and a round costs seconds instead of a process start-up per
+    method. (No memory column here, so nothing needs a clean process.)"""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    steps = {method: _build_step(method, args, device) for method in methods}
+    rows = []
+    for round_ in range(args.repeats):
+        for method, (step, trainable) in steps.items():
+            timing = _time_steps(step, args, device)
+            rows.append({"method": method, "trainable": trainable, "round": round_, **timing,
+                         "tokens_per_s": args.batch * args.generate / timing["step_s"]})
+        print(f"generation round {round_ + 1} of {args.repeats} done", file=sys.stderr, flush=True)
+    return rows
+
+
+def _build_step(method: str, args, device: str):
+    """(one timed step of ``method``: a training step, or generating ``--generate`` tokens; its trainable count)."""
+    import torch
     from peft import get_peft_model
     from transformers import LlamaForCausalLM
 
     from .auxiliary import weighted_aux_loss
 
-    torch.manual_seed(0)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.layer_only:
-        return _measure_layer(method, args, device)
+    torch.manual_seed(0)  # the same base weights and inputs for every method
     if args.model_dir:  # the 4-bit base, saved once by the parent
         from .modeling import load_base_model
 
@@ -102,7 +128,7 @@ def measure(method: str, args) -> dict:
     model = get_peft_model(model, _peft_config(method, args.rank, args.experts, args.targets.split(",")))
     if method == "mor_naive":
         _use_naive_mor(model)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)  # before a merge folds it away
     peft_model = model
     if args.engine:
         model = _distribute(model, args.engine, device)
@@ -125,11 +151,7 @@ def measure(method: str, args) -> dict:
             (loss if aux is None else loss + aux).backward()
             model.zero_grad(set_to_none=True)
 
-    # trainable counted before a merge folds the adapter away
-    row = {"method": method, "trainable": trainable, **_time_steps(step, args, device)}
-    if args.generate:
-        row["tokens_per_s"] = args.batch * args.generate / row["step_s"]
-    return row
+    return step, trainable
 
 
 def _distribute(model, engine: str, device: str):
@@ -244,32 +266,35 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model_dir", help=argparse.SUPPRESS)
     p.add_argument("--sweep", help="one setting over several values, e.g. experts=1,2,4,8,16 or seq=128,256,512")
     p.add_argument("--repeats", type=int, default=1,
-                   help="run the method list this many times in rounds; the table shows each method's median and the "
-                        "range of its per-round ratios to LoRA (identical runs differ by up to 10%% on a busy CPU)")
+                   help="run the method list this many times in rounds (with --generate: in one process); the table "
+                        "shows each method's median and the range of its per-round ratios to LoRA (identical runs "
+                        "differ by up to 10%% on a busy CPU)")
     p.add_argument("--json", help="also write the rows here")
     p.add_argument("--child", help=argparse.SUPPRESS)
     return p
 
 
 def run_methods(args, methods: list[str], overrides: dict | None = None) -> list[dict]:
-    """Each method in its own process, the whole list ``--repeats`` times in rounds (lora, mor, ..., lora, mor, ...)
-    so that a slow spell of the machine hits every method alike; each row records its round."""
+    """Training: each method in its own process (a clean peak-RSS count), the whole list ``--repeats`` times in
+    rounds so that a slow spell of the machine hits every method alike. Generation: one process runs the rounds.
+    Each row records its round."""
     settings = {**vars(args), **(overrides or {})}
     passthrough = [f"--{k}" if v is True else f"--{k}={v}" for k, v in settings.items()
-                   if k not in ("json", "child", "sweep", "methods", "repeats") and v is not None and v is not False]
-    rows = []
+                   if k not in ("json", "child", "sweep", "methods") and v is not None and v is not False]
     launcher = [sys.executable]
     if args.engine:
         launcher += ["-m", "torch.distributed.run", "--nproc_per_node", str(args.processes), "--master_port", "29571"]
-    for round_ in range(args.repeats):
-        for method in methods:
-            out = subprocess.run([*launcher, "-m", "plugin.bench", *passthrough, "--child", method],
-                                 capture_output=True, text=True)
-            if out.returncode != 0:
-                raise SystemExit(f"benchmark of {method} failed:\n{out.stderr[-2000:]}")
-            rows.append({**json.loads(out.stdout.strip().splitlines()[-1]), **(overrides or {}), "round": round_})
-            print(f"measured {method} {overrides or ''}" + (f"(round {round_ + 1} of {args.repeats})"
-                  if args.repeats > 1 else ""), file=sys.stderr, flush=True)
+    children = [",".join(methods)] if args.generate else [m for _ in range(args.repeats) for m in methods]
+    rows = []
+    for i, child in enumerate(children):
+        out = subprocess.run([*launcher, "-m", "plugin.bench", *passthrough, "--child", child],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemExit(f"benchmark of {child} failed:\n{out.stderr[-2000:]}")
+        round_ = i // len(methods)
+        rows += [{"round": round_, **row, **(overrides or {})} for row in json.loads(out.stdout.strip().splitlines()[-1])]
+        print(f"measured {child} {overrides or ''}" + (f"(round {round_ + 1} of {args.repeats})"
+              if args.repeats > 1 and not args.generate else ""), file=sys.stderr, flush=True)
     return rows
 
 
@@ -304,9 +329,9 @@ def ratio_table(rows: list[dict], generate: bool) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.child:
-        row = measure(args.child, args)
+        rows = measure_generation(args.child.split(","), args) if args.generate else [measure(args.child, args)]
         if not args.engine or int(os.environ.get("RANK", "0")) == 0:
-            print(json.dumps(row))
+            print(json.dumps(rows))
         return 0
     known = GENERATE_METHODS if args.generate else METHODS
     methods = args.methods.split(",") if args.methods else known

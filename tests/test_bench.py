@@ -5,16 +5,18 @@ import json
 from plugin.bench import main as bench_main
 
 
-def test_generation_rows_include_the_wide_lora_yardstick(tmp_path, capsys):
+def test_generation_rounds_in_one_process_include_the_wide_lora_yardstick(tmp_path, capsys):
     out = tmp_path / "rows.json"
     args = ["--generate", "2", "--hidden", "64", "--layers", "1", "--vocab", "128", "--batch", "1", "--seq", "4",
             "--rank", "2", "--experts", "3", "--warmup", "0", "--steps", "1", "--methods", "lora,lora_wide",
-            "--json", str(out)]
+            "--repeats", "2", "--json", str(out)]
     assert bench_main(args) == 0
-    rows = {row["method"]: row for row in json.loads(out.read_text())}
+    rows = json.loads(out.read_text())
+    assert [(r["method"], r["round"]) for r in rows] == [("lora", 0), ("lora_wide", 0), ("lora", 1), ("lora_wide", 1)]
+    lora, wide = rows[0], rows[1]
     # rank N*r: N times LoRA's trainable parameters
-    assert rows["lora_wide"]["trainable"] == 3 * rows["lora"]["trainable"]
-    assert all(row["tokens_per_s"] > 0 for row in rows.values())
+    assert wide["trainable"] == 3 * lora["trainable"]
+    assert all(row["tokens_per_s"] > 0 for row in rows)
     assert "| lora_wide |" in capsys.readouterr().out
 
 
