@@ -22,6 +22,8 @@ METHODS = ["lora", "mplora", "mor", "mor_naive", "loratrf"]
 # lora_wide: PEFT LoRA at rank N*r, the per-token arithmetic of MoR's folded (N*r) x d_out expert matrix (MoR does
 # at least this much), so it shows how much of MoR's gap to LoRA is the method's arithmetic
 GENERATE_METHODS = ["lora", "lora_wide", "mplora", "mplora_merged", "mor", "loratrf"]
+LLAMA_LINEARS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]  # what --targets names
+PROGRESS = "bench progress: "  # a child's stderr lines shown as they come; the rest only if it fails
 
 
 def _peft_config(method: str, rank: int, experts: int, targets: list[str]):
@@ -106,7 +108,7 @@ def measure_generation(methods: list[str], args) -> list[dict]:
             timing = _time_steps(step, args, device)
             rows.append({"method": method, "trainable": trainable, "round": round_, **timing,
                          "tokens_per_s": args.batch * args.generate / timing["step_s"]})
-        print(f"generation round {round_ + 1} of {args.repeats} done", file=sys.stderr, flush=True)
+        print(f"{PROGRESS}generation round {round_ + 1} of {args.repeats} done", file=sys.stderr, flush=True)
     return rows
 
 
@@ -287,15 +289,32 @@ def run_methods(args, methods: list[str], overrides: dict | None = None) -> list
     children = [",".join(methods)] if args.generate else [m for _ in range(args.repeats) for m in methods]
     rows = []
     for i, child in enumerate(children):
-        out = subprocess.run([*launcher, "-m", "plugin.bench", *passthrough, "--child", child],
-                             capture_output=True, text=True)
-        if out.returncode != 0:
-            raise SystemExit(f"benchmark of {child} failed:\n{out.stderr[-2000:]}")
+        stdout = _run_child([*launcher, "-m", "plugin.bench", *passthrough, "--child", child])
         round_ = i // len(methods)
-        rows += [{"round": round_, **row, **(overrides or {})} for row in json.loads(out.stdout.strip().splitlines()[-1])]
+        rows += [{"round": round_, **row, **(overrides or {})} for row in json.loads(stdout.strip().splitlines()[-1])]
         print(f"measured {child} {overrides or ''}" + (f"(round {round_ + 1} of {args.repeats})"
               if args.repeats > 1 and not args.generate else ""), file=sys.stderr, flush=True)
     return rows
+
+
+def _run_child(command: list[str]) -> str:
+    """Run one measuring process; return its stdout, relay its progress lines, stop with its stderr's tail if it fails."""
+    import collections
+    import threading
+
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout = []
+    reader = threading.Thread(target=lambda: stdout.append(child.stdout.read()))
+    reader.start()
+    tail = collections.deque(maxlen=40)
+    for line in child.stderr:
+        if line.startswith(PROGRESS):
+            print(line.removeprefix(PROGRESS), end="", file=sys.stderr, flush=True)
+        tail.append(line)
+    reader.join()
+    if child.wait() != 0:
+        raise SystemExit(f"benchmark process failed: {' '.join(command[-2:])}\n{''.join(tail)[-2000:]}")
+    return stdout[0]
 
 
 def _ratio(rows: list[dict], method: str, key: str) -> str:
@@ -341,6 +360,10 @@ def main(argv: list[str] | None = None) -> int:
     if "lora" not in methods or len(set(methods)) < len(methods):
         raise UserError(f"--methods {','.join(methods)}: name lora (the yardstick) and each method once; "
                         "--repeats N runs the list N times")
+    bad_targets = [t for t in args.targets.split(",") if t not in LLAMA_LINEARS]
+    if bad_targets:
+        raise UserError(f"--targets: '{bad_targets[0]}' is not a layer of the benchmark's LLaMA blocks; choose from "
+                        f"{','.join(LLAMA_LINEARS)}")
     if args.repeats < 1:
         raise UserError(f"--repeats must be at least 1, got {args.repeats}")
     print(f"{platform.machine()}, hidden {args.hidden}, {args.layers} layers, batch {args.batch} x seq {args.seq}, "

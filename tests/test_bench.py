@@ -1,6 +1,8 @@
-"""plugin.bench end to end on a tiny model: each method in its own process, rows as ratios to PEFT LoRA."""
+"""plugin.bench end to end on a tiny model: rows as ratios to PEFT LoRA, in rounds; bad arguments as one line."""
 
 import json
+
+import pytest
 
 from plugin.bench import main as bench_main
 
@@ -34,13 +36,15 @@ def test_repeats_run_in_rounds_and_ratios_pair_each_round(tmp_path, capsys):
     assert f"| {median:.2f}x ({per_round[0]:.2f}-{per_round[1]:.2f}) |" in mor_line
 
 
-def test_methods_must_name_lora_once(capsys):
-    from plugin.bench import main
-
-    for methods in ("mor,loratrf", "lora,mor,lora"):
-        try:
-            main(["--methods", methods])
-        except SystemExit as stop:
-            assert stop.code != 0
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and "name lora (the yardstick) and each method once" in err[0]
+@pytest.mark.parametrize("argv, message", [
+    (["--methods", "mor,loratrf"], "name lora (the yardstick) and each method once"),
+    (["--methods", "lora,mor,lora"], "name lora (the yardstick) and each method once"),
+    (["--targets", "up_proj,c_fc"], "--targets: 'c_fc' is not a layer of the benchmark's LLaMA blocks"),
+    (["--repeats", "0"], "--repeats must be at least 1"),
+])
+def test_bad_arguments_stop_with_one_line_before_any_process_starts(argv, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        bench_main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]

@@ -71,30 +71,20 @@ class MoRLayer(LowRankLayer):
     def _inference_output(self, adapter_name, x, result):
         """The same output with two matmuls per token, from weights built once per update: [A; router] x gives z
         and the router logits together, and C (rows j*N + i = s * Omega_A[i, j] * Omega_B[i] (.) B[:, j]) takes
-        Omega_A and the scaling out of the per-token work, leaving delta = (z (x) gates) C.
-
-        A call with a token or two (decoding at batch 1 or 2) reads B and Omega_B instead of C: r + N rows of d_out
-        and its tokens x N x d_out product (written, then read) against C's r*N rows, fewer bytes while
-        2 T N + r + N < r N; generation at batch 1 is bound by the bytes it reads."""
+        Omega_A and the scaling out of the per-token work, leaving delta = (z (x) gates) C."""
         sources = self.adapter_weights(adapter_name, "mor_A", "mor_router", "mor_omega_A", "mor_omega_B", "mor_B")
         scaling = self.scaling[adapter_name]
 
         def build(a, router, omega_a, omega_b, b):
             c = expert_matrix(b.T, lambda b_t: b_t * omega_b) * (omega_a.T.reshape(-1, 1) * scaling).to(b.dtype)
-            factored = (omega_a * scaling).to(b.dtype), b.T.contiguous(), omega_b.to(b.dtype)
-            return torch.cat([a, router.to(a.dtype)]), c, factored
+            return torch.cat([a, router.to(a.dtype)]), c
 
-        stacked, c, (omega_a_s, b_t, omega_b) = self.inference_weight(adapter_name, "[A; router], C", sources, build)
+        stacked, c = self.inference_weight(adapter_name, "[A; router], C", sources, build)
         dtype, rank = stacked.dtype, self.r[adapter_name]
         both = F.linear(x.to(dtype), stacked)
         gates = torch.softmax(both[..., rank:], dim=-1, dtype=torch.float32)
         self.last_gates[adapter_name] = gates
-        z, g = both[..., :rank], gates.to(dtype)
-        n = self.num_experts[adapter_name]
-        if 2 * (x.numel() // self.in_features) * n + rank + n < rank * n:
-            u = z.unsqueeze(-2) * omega_a_s * g.unsqueeze(-1)  # tokens x N x r: row i = g_i s Omega_A[i] (.) z
-            return result + ((u @ b_t) * omega_b).sum(-2).to(result.dtype)
-        w = (z.unsqueeze(-1) * g.unsqueeze(-2)).flatten(-2)
+        w = (both[..., :rank].unsqueeze(-1) * gates.to(dtype).unsqueeze(-2)).flatten(-2)
         return result + (w @ c).to(result.dtype)
 
     def _token_gates(self, adapter_name: str) -> torch.Tensor:
