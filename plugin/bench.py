@@ -2,7 +2,8 @@
 
 Each method trains in its own subprocess (clean peak-RSS on CPU; ``max_memory_allocated`` on CUDA) on the same
 random-init LLaMA-shaped model, batch and sequence length; generation (``--generate``) runs every method in one
-process. Timing: median of several steps after warm-up; ``--repeats`` runs the methods in rounds. The naive MoR reference loops over experts, one ``B (Omega_A[i] * A x)`` per expert, as MoE-LoRA does.
+process. Timing: median of several steps after warm-up; ``--repeats`` runs the methods in rounds. The naive MoR
+reference loops over experts, one ``B (Omega_A[i] * A x)`` per expert, as MoE-LoRA does.
 """
 
 from __future__ import annotations
@@ -241,16 +242,18 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m plugin.bench", description=__doc__.splitlines()[0])
     p.add_argument("--methods", help=f"comma list (default: {','.join(METHODS)}; with --generate: "
                    f"{','.join(GENERATE_METHODS)})")
-    p.add_argument("--hidden", type=int, default=512)
-    p.add_argument("--layers", type=int, default=8)
-    p.add_argument("--vocab", type=int, default=4096)
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--seq", type=int, default=256)
-    p.add_argument("--rank", type=int, default=8)
-    p.add_argument("--experts", type=int, default=8)
-    p.add_argument("--targets", default="gate_proj,up_proj,down_proj")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--hidden", type=int, default=512,
+                   help="model width; the FFN is 2.6875x it, as LLaMA's (4096 -> 11008)")
+    p.add_argument("--layers", type=int, default=8, help="decoder layers of the random-init LLaMA-shaped model")
+    p.add_argument("--vocab", type=int, default=4096, help="vocabulary size (LLaMA-2: 32000)")
+    p.add_argument("--batch", type=int, default=4, help="sequences per step (with --generate: generated in parallel)")
+    p.add_argument("--seq", type=int, default=256, help="tokens per sequence (with --generate: the prompt's length)")
+    p.add_argument("--rank", type=int, default=8, help="r of every method (lora_alpha = 2r)")
+    p.add_argument("--experts", type=int, default=8, help="MoR's N (and lora_wide's rank multiplier)")
+    p.add_argument("--targets", default="gate_proj,up_proj,down_proj",
+                   help=f"comma list of the layers to adapt, from {','.join(LLAMA_LINEARS)}")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (allocations, caches)")
+    p.add_argument("--steps", type=int, default=5, help="timed steps; the median is reported")
     p.add_argument("--generate", type=int, default=0,
                    help="time generation of this many new tokens (inference) instead of a training step")
     p.add_argument("--layer_only", action="store_true",
@@ -264,7 +267,7 @@ def _parser() -> argparse.ArgumentParser:
                         "emulated and hide the adapters' cost, float32 shows it")
     p.add_argument("--engine", choices=["ddp", "fsdp"],
                    help="train under this engine in --processes processes (torchrun; gloo on CPU): per-process peak memory")
-    p.add_argument("--processes", type=int, default=2)
+    p.add_argument("--processes", type=int, default=2, help="processes for --engine")
     p.add_argument("--model_dir", help=argparse.SUPPRESS)
     p.add_argument("--sweep", help="one setting over several values, e.g. experts=1,2,4,8,16 or seq=128,256,512")
     p.add_argument("--repeats", type=int, default=1,
@@ -298,7 +301,8 @@ def run_methods(args, methods: list[str], overrides: dict | None = None) -> list
 
 
 def _run_child(command: list[str]) -> str:
-    """Run one measuring process; return its stdout, relay its progress lines, stop with its stderr's tail if it fails."""
+    """Run one measuring process: return its stdout, relay its progress lines, stop with its stderr's tail if it
+    fails."""
     import collections
     import threading
 

@@ -1,14 +1,15 @@
-"""One optimiser step of every method under one sharding engine, compared with the single-process step.
+"""One optimiser step of every method under each sharding engine, compared with the single-process step.
 
 Run under ``torchrun --nproc_per_node 2`` on CPU (gloo): ``python tests/engine_worker.py ENGINES OUT.json``, with
 ENGINES a comma list of ddp, fsdp1 (use_orig_params false), fsdp1_orig (true), fsdp2, zero3, and qlora_fsdp1 /
-qlora_fsdp2 (the QLoRA-FSDP recipe: the 4-bit base saved at $ENGINE_WORKER_4BIT_BASE, loaded as under
-``accelerate launch`` with FSDP). One launch runs them all (process start-up is most of a small engine's time). Each rank takes its half of a
-global batch of 4 sequences, adds ``plugin.weighted_aux_loss`` to the cross-entropy and steps SGD; the reference is
-one process on the same global batch as the same two micro-batches, gradients averaged (MoR's balance loss is a
-per-micro-batch statistic, so the engine's processes are its micro-batches). Rank 0 writes, per engine and method, the largest
-absolute difference between the engine's updated adapter weights and the reference's (or the error it raised), and
-how much the auxiliary losses moved the reference (so a term lost under the engine would show).
+qlora_fsdp2 (the QLoRA-FSDP recipe: the 4-bit base saved at $ENGINE_WORKER_4BIT_BASE, loaded as under ``accelerate
+launch`` with FSDP). One launch runs them all (process start-up is most of a small engine's time). Each rank takes
+its half of a global batch of 4 sequences, adds ``plugin.weighted_aux_loss`` to the cross-entropy and steps SGD; the
+reference is one process on the same global batch as the same two micro-batches, gradients averaged (MoR's balance
+loss is a per-micro-batch statistic, so the engine's processes are its micro-batches). Rank 0 writes, per engine and
+method, the largest absolute difference between the engine's updated adapter weights and the reference's (or the
+error it raised), and how much the auxiliary losses moved the reference (so a term lost under the engine would
+show).
 """
 
 from __future__ import annotations
