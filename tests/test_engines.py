@@ -16,6 +16,7 @@ from .helpers import REPO
 
 ENGINES = ["fsdp1", "fsdp1_orig", "fsdp2", "qlora_fsdp1", "qlora_fsdp2", "zero3"]  # zero3 last: it hooks modules
 AUX = {"mplora", "mor"}  # methods with an auxiliary loss switched on in the worker
+HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
 
 
 def _save_tiny_base(path):
@@ -31,7 +32,7 @@ def _save_tiny_base(path):
 @pytest.fixture(scope="module")
 def engine_results(tmp_path_factory):
     """One torchrun launch runs every engine (each launch's start-up was most of its time)."""
-    engines = [e for e in ENGINES if e != "zero3" or importlib.util.find_spec("deepspeed") is not None]
+    engines = [e for e in ENGINES if e != "zero3" or HAS_DEEPSPEED]
     tmp = tmp_path_factory.mktemp("engines")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO),
            "ENGINE_WORKER_4BIT_BASE": str(_save_tiny_base(tmp / "base"))}
@@ -44,7 +45,7 @@ def engine_results(tmp_path_factory):
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_one_step_under_engine_equals_single_process(engine, engine_results):
-    if engine == "zero3" and importlib.util.find_spec("deepspeed") is None:
+    if engine == "zero3" and not HAS_DEEPSPEED:
         pytest.skip("deepspeed not installed (pip install .[deepspeed])")
     results = engine_results[engine]
     assert set(results) == {"lora", "mplora", "mor", "loratrf_output", "loratrf_input"}
