@@ -54,9 +54,9 @@ def main() -> None:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     import plugin.data as data
-    from plugin.config import load_config
-    from plugin.embedded import embedded_model_path
-    from plugin.train import sft_config
+    from plugin.config.loader import load_config
+    from plugin.models.embedded import embedded_model_path
+    from plugin.training.run import sft_config
     from trl import SFTTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_path())

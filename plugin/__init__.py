@@ -10,7 +10,7 @@ import logging
 # absent (it falls back to its own kernel); it is noise for every command here, so keep only its errors
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
-from .auxiliary import aux_loss_terms, router_weights, weighted_aux_loss  # noqa: E402
+from .tuners.auxiliary import aux_loss_terms, router_weights, weighted_aux_loss  # noqa: E402
 from .tuners import LoRATRFConfig, MoRConfig, MPLoraConfig, register  # noqa: E402
 from .tuners.loratrf import init_task_vectors  # noqa: E402
 

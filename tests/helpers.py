@@ -14,7 +14,7 @@ DEMO_DATA = REPO / "data" / "demo" / "commonsense_chat.jsonl"
 
 def make_tiny_model_dir(path: Path, hidden_size: int = 32) -> Path:
     """A random-init 2-layer LLaMA saved with the embedded SmolLM2 tokenizer (it has a chat template)."""
-    from plugin.embedded import embedded_model_path
+    from plugin.models.embedded import embedded_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_path())
     torch.manual_seed(0)
@@ -30,7 +30,7 @@ def make_tiny_bert_dir(path: Path) -> Path:
     """A random-init 2-layer BERT with the embedded encoder's tokenizer (BERT's uncased WordPiece vocabulary)."""
     from transformers import BertConfig, BertModel
 
-    from plugin.embedded import embedded_encoder_path
+    from plugin.models.embedded import embedded_encoder_path
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_encoder_path())
     torch.manual_seed(0)

@@ -8,15 +8,14 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from transformers import AutoTokenizer
 
-from plugin.chat_labels import IGNORE, LabelPolicy, tokenize_conversation
+from plugin.data.chat_labels import IGNORE, LabelPolicy, tokenize_conversation
 from plugin.config import DatasetSpec, load_config
-from plugin.data import tokenize_dataset, _load_raw
-from plugin.errors import UserError
+from plugin.data.loader import tokenize_dataset, _load_raw
+from plugin.utils.errors import UserError
 
 from .helpers import REPO, write_yaml
 
@@ -35,7 +34,7 @@ CHAT = [
 
 @pytest.fixture(scope="module")
 def smol():
-    from plugin.embedded import embedded_model_path
+    from plugin.models.embedded import embedded_model_path
 
     return AutoTokenizer.from_pretrained(embedded_model_path())
 
@@ -202,7 +201,7 @@ def test_preview_data_cli_shows_rows_and_writes_nothing(tiny_model_dir, tmp_path
 
 
 def test_text_and_chat_datasets_mix(smol, tmp_path):
-    from plugin.data import load_training_data
+    from plugin.data.loader import load_training_data
 
     text = tmp_path / "t.jsonl"
     text.write_text('{"text": "Plain text is trained on every token."}\n')

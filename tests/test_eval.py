@@ -9,7 +9,7 @@ from peft import get_peft_model
 from transformers import AutoModelForCausalLM
 
 import plugin
-from plugin.eval import evaluate, main
+from plugin.evaluation.harness import evaluate, main
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "eval"
 
@@ -142,7 +142,7 @@ def test_suites_name_only_tasks_lm_eval_knows():
     import yaml
     from lm_eval.tasks import TaskManager
 
-    from plugin.eval import SUITES, SUITES_DIR
+    from plugin.evaluation.harness import SUITES, SUITES_DIR
 
     manager = TaskManager(include_path=[str(SUITES_DIR)])
     for suite, names in SUITES.items():
@@ -154,7 +154,7 @@ def test_suites_name_only_tasks_lm_eval_knows():
 
 
 def test_offline_suites_cover_bundled_data():
-    from plugin.eval import LOCAL_SUITES
+    from plugin.evaluation.harness import LOCAL_SUITES
 
     bundled = {p.stem for p in (FIXTURES.parent.parent.parent / "data" / "eval").glob("*.jsonl")}
     assert bundled <= {t for tasks in LOCAL_SUITES.values() for t in tasks}

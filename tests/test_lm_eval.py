@@ -10,9 +10,9 @@ from peft import LoraConfig
 
 import plugin
 from plugin import lm_eval as wrapper
-from plugin.eval import TEMPLATES_DIR, evaluate
+from plugin.evaluation.harness import TEMPLATES_DIR, evaluate
 from plugin.eval import main as bridge_main
-from plugin.eval_compare import main as compare_main
+from plugin.eval import compare as compare_main
 
 from .test_eval import FIXTURES, _save_adapter
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from plugin import chat_templates
+from plugin.config import chat_templates
 from plugin.config import load_config
-from plugin.errors import UserError
+from plugin.utils.errors import UserError
 
 from .helpers import REPO, adapter_weights, write_yaml
 
@@ -43,7 +43,7 @@ def test_llamafactory_qlora_example_loads_4bit(in_lf_folder):
 def test_sharegpt_registry_entry_maps_tags(tmp_path):
     import json
 
-    from plugin.llamafactory import registry_datasets
+    from plugin.config.llamafactory import registry_datasets
 
     info = json.loads((LF / "data" / "dataset_info.json").read_text())
     (tmp_path / "dataset_info.json").write_text(json.dumps({"tools": info["glaive_toolcall_en_demo"]}))
@@ -105,8 +105,8 @@ def test_axolotl_qlora_example_trains_two_steps_as_mor(tiny_model_dir, tmp_path)
 
 def test_llamafactory_pretrain_example_trains_on_plain_text(in_lf_folder, tiny_model_dir):
     """stage: pt reads the registry entry's prompt column as text; every token is trained, eos closes each row."""
-    from plugin.data import load_training_data
-    from plugin.modeling import tokenizer_for
+    from plugin.data.loader import load_training_data
+    from plugin.models.loader import tokenizer_for
 
     cfg = load_config(LF / "qwen3_lora_pretrain.yaml", {"finetuning_type": "mor", "model_name_or_path": str(tiny_model_dir),
                                                         "cutoff_len": 64})
@@ -129,8 +129,8 @@ def test_llamafactory_pretrain_refuses_chat_entries(in_lf_folder):
 def test_axolotl_gemma2_example_drops_the_system_turn(tiny_model_dir, tmp_path):
     """drop_system_message and eot_tokens with Axolotl's meaning; only the data path, base model and (for the tiny
     model's ChatML tokenizer) the template and its end-of-turn token replaced."""
-    from plugin.data import load_training_data
-    from plugin.modeling import tokenizer_for
+    from plugin.data.loader import load_training_data
+    from plugin.models.loader import tokenizer_for
 
     chat = [{"from": "system", "value": "SYSTEM-PROMPT"}, {"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]
     data_file = tmp_path / "orca.jsonl"
@@ -150,8 +150,8 @@ def test_axolotl_gemma2_example_drops_the_system_turn(tiny_model_dir, tmp_path):
 
 def test_axolotl_deduplicate_example_keeps_each_row_once(tiny_model_dir, tmp_path):
     """The upstream file lists the same dataset twice with dataset_exact_deduplication: true."""
-    from plugin.data import load_training_data
-    from plugin.modeling import tokenizer_for
+    from plugin.data.loader import load_training_data
+    from plugin.models.loader import tokenizer_for
 
     upstream = load_config(AX / "llama-3_lora-1b-deduplicate-sft.yml", {"adapter": "mor"})
     assert upstream.dataset_exact_deduplication and [d.path for d in upstream.datasets] == ["mhenrichsen/alpaca_2k_test"] * 2
@@ -182,7 +182,7 @@ def test_prequantised_base_is_refused_before_loading(tiny_model_dir, tmp_path):
     """LLaMA-Factory's train_qlora AWQ/GPTQ/AQLM examples: packed kernels our layers cannot wrap."""
     import shutil
 
-    from plugin.modeling import load_base_model
+    from plugin.models.loader import load_base_model
 
     awq = shutil.copytree(tiny_model_dir, tmp_path / "awq")
     config = json.loads((awq / "config.json").read_text())
@@ -199,7 +199,7 @@ def test_axolotl_schedule_and_optimizer_keys_reach_the_trainer(tmp_path):
     import torch
     from transformers import get_scheduler
 
-    from plugin.train import training_arguments
+    from plugin.training.run import training_arguments
 
     cfg_file = write_yaml(tmp_path / "c.yaml", datasets=[{"path": "data/demo/tulu_sample.jsonl"}], warmup_steps=2,
                           adam_beta2=0.95, adam_eps=1e-6, cosine_min_lr_ratio=0.1, curriculum_sampling=True,

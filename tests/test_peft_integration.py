@@ -11,7 +11,7 @@ from peft import get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import plugin
-from plugin.auxiliary import adapter_layers
+from plugin.tuners.auxiliary import adapter_layers
 
 from .conftest import tiny_llama
 from .helpers import REPO
@@ -194,7 +194,7 @@ def test_adapters_saved_by_0_1_0_load_completely(name, recwarn):
     modules' weights (``...mor_omega_A.weight``, what FSDP and ZeRO-3 need). Old files load with every tensor."""
     from safetensors.torch import load_file
 
-    from plugin.adapter_io import load_adapter_strict, read_adapter_config, read_adapter_weights
+    from plugin.models.adapter_io import load_adapter_strict, read_adapter_config, read_adapter_weights
 
     folder = REPO / "tests" / "fixtures" / "adapters_0.1.0" / name
     base = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=24, num_hidden_layers=1,

@@ -14,9 +14,9 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 import plugin
-from plugin import run_dir
+from plugin.training import run_dir
 from plugin.config import load_config, to_dict
-from plugin.errors import UserError
+from plugin.utils.errors import UserError
 from plugin.eval import main as eval_main
 from plugin.train import main as train_main
 
@@ -102,7 +102,7 @@ def test_adapter_that_does_not_load_cleanly_is_refused(tiny_model_dir, saved_ada
 
 
 def test_intact_adapter_still_loads(tiny_model_dir, saved_adapters):
-    from plugin.eval import load_model_for_eval
+    from plugin.evaluation.harness import load_model_for_eval
 
     model, _, identity = load_model_for_eval(str(tiny_model_dir), str(saved_adapters / "mor"))
     assert identity["adapter_config"]["peft_type"] == "MOR" and model.peft_config["default"].num_experts == 4
@@ -238,7 +238,7 @@ def test_modules_to_save_naming_nothing(base_cfg, tmp_path, capsys):
 def test_study_run_with_a_misspelt_key_is_refused(tmp_path):
     import yaml
 
-    from plugin.study import load_study
+    from plugin.experiments.study import load_study
 
     study = yaml.safe_load((REPO / "configs" / "study_smollm2.yaml").read_text())
     study["runs"].append({"name": "typo", "adaptr": "lora"})

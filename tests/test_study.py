@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from plugin.study import load_study, main, paired_difference, run_plan
+from plugin.evaluation.statistics import paired_difference
+from plugin.experiments.study import load_study, run_plan
+from plugin.study import main
 
 from .helpers import make_tiny_bert_dir
 

@@ -7,7 +7,7 @@ import pytest
 
 from plugin.config import load_config
 from plugin.plot import main as plot_main
-from plugin.train import train
+from plugin.training.run import train
 
 from .helpers import read_json
 

@@ -12,7 +12,7 @@ import yaml
 
 import plugin
 from plugin.config import load_config
-from plugin.train import train
+from plugin.training.run import train
 
 from .helpers import REPO, adapter_weights, read_json, write_yaml
 

@@ -61,7 +61,7 @@ CASES = [
     ("target not linear", {"lora_target_modules": ["input_layernorm"]}, "which is not a linear layer", None),
     ("r <= 0", {"lora_r": 0}, "lora_r must be > 0", None),
     ("num_paths > d_out", {"adapter": "mplora", "mplora_num_paths": 10000}, "num_paths=10000 must be between 1", None),
-    ("num_experts <= 0", {"mor_num_experts": -1}, "mor_num_experts must be > 0", None),
+    ("num_experts <= 0", {"mor_num_experts": -1}, "mor_num_experts must be a positive integer", None),
     ("bad loratrf mode", {"adapter": "loratrf", "loratrf_mode": "middle"}, "loratrf_mode must be 'output' or 'input'", None),
     ("key of another adapter", {"adapter": "mplora", "mor_num_experts": 4}, "mor_num_experts is set but adapter is 'mplora'", None),
     ("dropout out of range", {"lora_dropout": 1.5}, "lora_dropout must be in [0, 1)", None),

@@ -16,25 +16,23 @@ config where Axolotl would build its LoRA config, and mixes the auxiliary losses
 
 from __future__ import annotations
 
-import typing
 from typing import Optional
 
 from axolotl.integrations.base import AdapterCapabilities, BasePlugin
 from pydantic import BaseModel, Field, create_model
 
-from ..config import TrainConfig, method_fields
-from ..errors import UserError
-from ..peer_keys import REENTRANT_REFUSED
+from ..config.method_keys import method_keys
+from ..utils.errors import UserError
+from ..config.peer_keys import REENTRANT_REFUSED
 from ..tuners import METHODS, register
 
 
 def _args_model() -> type[BaseModel]:
-    """Our method keys for Axolotl's config validation, derived from the one schema (plugin.config): each optional,
-    unset keys take the methods' defaults."""
-    hints = typing.get_type_hints(TrainConfig)
-    fields = {f.name: (Optional[hints[f.name]], Field(default=None, description=f"{f.metadata['help']} (default {f.default})"))
-              for f in method_fields()}
-    return create_model("LoRAVariantsArgs", __doc__="Our method keys (docs/methods.md fields).", **fields)
+    """Our method keys for Axolotl's config validation, derived from the tuners' configs (plugin.config.method_keys):
+    each optional, unset keys take the methods' defaults."""
+    fields = {key: (Optional[spec.type], Field(default=None, description=f"{spec.help} (default {spec.default})"))
+              for key, spec in method_keys().items()}
+    return create_model("LoRAVariantsArgs", __doc__="Our method keys (docs/configuration.md, method).", **fields)
 
 
 LoRAVariantsArgs = _args_model()
@@ -64,7 +62,7 @@ class LoRAVariantsPlugin(BasePlugin):
             return None
         from peft import PeftModel, get_peft_model
 
-        from ..modeling import peft_config_from_keys
+        from ..config.peft_mapping import peft_config_from_keys
 
         config = peft_config_from_keys(dict(cfg))
         if config_only:
@@ -81,20 +79,20 @@ class LoRAVariantsPlugin(BasePlugin):
             return None
         from axolotl.core.trainers.base import AxolotlTrainer
 
-        from ..trainer import AuxLossMixin
+        from ..training.trainer import AuxLossMixin
 
         return type("AxolotlAuxLossTrainer", (AuxLossMixin, AxolotlTrainer), {})
 
     def post_trainer_create(self, cfg, trainer):
         # where plugin.train does it: before the first step, unless the run resumes (its checkpoint holds t)
         if cfg.adapter == "loratrf" and cfg.loratrf_task_vector_init == "input_mean" and not cfg.resume_from_checkpoint:
-            from ..trainer import init_task_vectors_from_first_rows
+            from ..training.trainer import init_task_vectors_from_first_rows
 
             init_task_vectors_from_first_rows(trainer, cfg.micro_batch_size)
 
     def add_callbacks_pre_trainer(self, cfg, model):
         if cfg.adapter not in METHODS:
             return []
-        from ..telemetry import AdapterTelemetryCallback
+        from ..training.telemetry import AdapterTelemetryCallback
 
         return [AdapterTelemetryCallback()]

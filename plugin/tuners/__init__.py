@@ -1,4 +1,9 @@
-"""The three tuners and their registration with PEFT."""
+"""The tuners (PEFT methods) and their registry.
+
+Adding a method: a ``tuners/<name>/`` folder (config, layer, model over ``base``) and one ``register_method`` line
+below. Its YAML keys, ``--help``, the docs, the YAML -> PEFT mapping and the Axolotl plugin's arguments are derived
+from its config (``plugin.config.method_keys``).
+"""
 
 from __future__ import annotations
 
@@ -11,18 +16,7 @@ from .mor import MoRConfig, MoRModel
 from .mplora import MPLoraConfig, MPLoraModel
 
 # name (lower case, as PEFT wants it) -> (config, model); the PeftType member is the upper-case name
-METHODS = {
-    "mplora": (MPLoraConfig, MPLoraModel),
-    "mor": (MoRConfig, MoRModel),
-    "loratrf": (LoRATRFConfig, LoRATRFModel),
-}
-
-
-def current_key(key: str) -> str:
-    """A saved adapter's key as this release names it: 0.1.0 stored MoR's Omegas and LoRATRF's task vector as bare
-    parameters, now they are their modules' ``weight`` (the layers rename them when loading)."""
-    legacy = {name for _, model_cls in METHODS.values() for name in model_cls.tuner_layer_cls.legacy_parameter_dicts}
-    return f"{key}.weight" if key.rsplit(".", 1)[-1] in legacy else key
+METHODS: dict[str, tuple[type, type]] = {}
 
 
 def _add_peft_type(name: str) -> None:
@@ -37,11 +31,26 @@ def _add_peft_type(name: str) -> None:
     type.__setattr__(PeftType, name, member)  # Enum's __setattr__ forbids setting members
 
 
-def register() -> None:
-    """Register the three methods with PEFT; safe to call more than once."""
-    for name, (config_cls, model_cls) in METHODS.items():
-        _add_peft_type(name.upper())
-        if PeftType[name.upper()] not in PEFT_TYPE_TO_TUNER_MAPPING:
-            register_peft_method(name=name, config_cls=config_cls, model_cls=model_cls, prefix=model_cls.prefix)
+def _register_with_peft(name: str, config_cls: type, model_cls: type) -> None:
+    _add_peft_type(name.upper())
+    if PeftType[name.upper()] not in PEFT_TYPE_TO_TUNER_MAPPING:
+        register_peft_method(name=name, config_cls=config_cls, model_cls=model_cls, prefix=model_cls.prefix)
 
-__all__ = ["LoRATRFConfig", "METHODS", "MPLoraConfig", "MoRConfig", "current_key", "register"]
+
+def register_method(name: str, config_cls: type, model_cls: type) -> None:
+    """Make ``name`` a method of this package (``adapter: name``) and of PEFT; safe to call more than once."""
+    METHODS[name] = (config_cls, model_cls)
+    _register_with_peft(name, config_cls, model_cls)
+
+
+def register() -> None:
+    """Register every method with PEFT; safe to call more than once."""
+    for name, (config_cls, model_cls) in METHODS.items():
+        _register_with_peft(name, config_cls, model_cls)
+
+
+register_method("mplora", MPLoraConfig, MPLoraModel)
+register_method("mor", MoRConfig, MoRModel)
+register_method("loratrf", LoRATRFConfig, LoRATRFModel)
+
+__all__ = ["LoRATRFConfig", "METHODS", "MPLoraConfig", "MoRConfig", "register", "register_method"]

@@ -43,6 +43,8 @@ class LowRankConfig(PeftConfig):
 
     # set by each subclass: the PeftType member name
     _peft_type_name = ""
+    # a prefix of the subclass's own field names that its YAML keys leave out (LoRATRF: trf_rank -> loratrf_rank)
+    _field_prefix = ""
 
     def __post_init__(self):
         super().__post_init__()
@@ -329,11 +331,15 @@ class LowRankModel(BaseTuner):
         self._replace_module(parent, target_name, new_module, target)
 
     @classmethod
-    def _remap_adapter_state_dict_for_load(cls, model, config, adapter_name, state_dict):
-        from . import current_key  # 0.1.0 files name some weights without ".weight"
+    def current_key(cls, key: str) -> str:
+        """A saved adapter's key as this release names it: 0.1.0 stored some weights as bare parameters (MoR's
+        Omegas, LoRATRF's task vector), now they are their modules' ``weight``."""
+        return f"{key}.weight" if key.rsplit(".", 1)[-1] in cls.tuner_layer_cls.legacy_parameter_dicts else key
 
+    @classmethod
+    def _remap_adapter_state_dict_for_load(cls, model, config, adapter_name, state_dict):
         return super()._remap_adapter_state_dict_for_load(
-            model, config, adapter_name, {current_key(k): v for k, v in state_dict.items()})
+            model, config, adapter_name, {cls.current_key(k): v for k, v in state_dict.items()})
 
     def _check_merge_allowed(self):
         if not self.tuner_layer_cls.mergeable:

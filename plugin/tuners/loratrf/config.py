@@ -16,7 +16,9 @@ class LoRATRFConfig(LowRankConfig):
     """
 
     trf_rank: Optional[int] = field(default=None, metadata={"help": "Rank k of the transform T; None means r."})
-    trf_mode: Literal["output", "input"] = field(default="output", metadata={"help": "'output' or 'input'."})
+    trf_mode: Literal["output", "input"] = field(default="output", metadata={
+        "help": "'output': gate the layer's output and add a rank-k transform (eq. 4-5); 'input': gate the adapter's "
+                "input (no transform)."})
     trf_task_vector_init: Literal["random", "input_mean"] = field(
         default="random",
         metadata={"help": "'random': t ~ normal(0, 1), the paper's reading (the gate then starts near 0.4/sqrt(d)). "
@@ -25,6 +27,7 @@ class LoRATRFConfig(LowRankConfig):
     )
 
     _peft_type_name = "LORATRF"
+    _field_prefix = "trf_"
 
     def __post_init__(self):
         super().__post_init__()

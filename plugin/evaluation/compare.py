@@ -1,16 +1,14 @@
-"""``python -m plugin.eval compare RUN_DIR...``: evaluated runs side by side (base vs adapters), each task's score
-with its stderr, and each run's paired difference from the first on the items both scored (the study's
-``paired_difference``: both runs answered the same questions, so the per-item differences give a far tighter
+"""Evaluated runs side by side (base vs adapters), each task's score
+with its stderr, and each run's paired difference from the first on the items both scored (``paired_difference``: both runs answered the same questions, so the per-item differences give a far tighter
 error than two unpaired stderrs)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-from .errors import UserError, check_writable_folder
-from .study import paired_difference
+from ..utils.errors import UserError
+from .statistics import paired_difference
 
 PRIMARY_METRICS = ("acc", "exact_match")  # what the papers report; item_scores.json holds the same metric
 
@@ -67,22 +65,3 @@ def compare_table(runs: list[dict]) -> str:
             cells.append(f"{diff:+.4f} ± {se:.4f} (n={sum(map(len, ours.values()))})" if ours else "")
         lines.append(f"| {task or '**average**'} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m plugin.eval compare",
-                                     description="Evaluated runs side by side; the first is the reference (e.g. the "
-                                                 "base model or LoRA).")
-    parser.add_argument("runs", nargs="+", metavar="RUN_DIR",
-                        help="eval output folders (--output of plugin.eval) or training output_dirs with eval/")
-    parser.add_argument("--output", help="also write the table to this Markdown file")
-    args = parser.parse_args(argv)
-    if len(args.runs) < 2:
-        raise UserError("compare needs at least two runs: the reference first, then the others")
-    if args.output:
-        check_writable_folder(Path(args.output).parent, "--output's folder")
-    table = compare_table([load_run(Path(r)) for r in args.runs])
-    print(table)
-    if args.output:
-        Path(args.output).write_text(table + "\n")
-    return 0

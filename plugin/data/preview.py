@@ -6,8 +6,8 @@ import json
 import sys
 
 from .chat_labels import IGNORE
-from .config import TrainConfig
-from .errors import UserError
+from ..config.loader import TrainConfig
+from ..utils.errors import UserError
 
 _GREEN, _RESET = "\033[32m", "\033[0m"
 
@@ -28,8 +28,8 @@ def marked_text(tokenizer, input_ids: list[int], labels: list[int], color: bool)
 
 
 def preview_data(cfg: TrainConfig, rows: int, as_json: bool = False, out=None) -> None:
-    from .data import load_training_data
-    from .modeling import tokenizer_for
+    from .loader import load_training_data
+    from ..models.loader import tokenizer_for
 
     if rows <= 0:
         raise UserError(f"--preview-data needs a number of rows > 0, got {rows}")

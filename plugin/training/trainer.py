@@ -9,8 +9,8 @@ import torch
 from transformers import Trainer
 from trl import SFTTrainer
 
-from .auxiliary import weighted_aux_loss
-from .errors import UserError
+from ..tuners.auxiliary import weighted_aux_loss
+from ..utils.errors import UserError
 
 
 class NonFiniteLoss(UserError):
@@ -76,7 +76,7 @@ class AuxLossMixin:
 def init_task_vectors_from_first_rows(trainer, rows: int) -> None:
     """LoRATRF's ``input_mean`` task vectors from the first ``rows`` training rows in dataset order: the same rows in
     every process, so each process sets the same vectors without communicating."""
-    from .tuners.loratrf import init_task_vectors
+    from ..tuners.loratrf import init_task_vectors
 
     data = trainer.train_dataset
     batch = trainer.data_collator([data[i] for i in range(min(rows, len(data)))])

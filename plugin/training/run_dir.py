@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError, check_writable_folder
+from ..utils.errors import UserError, check_writable_folder
 
 RUN_RECORD = "run_record.json"  # the config the run started with: our mark on the folder, checked on resume
 FINISHED = "finished.json"  # written last: the run is complete

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import UserError
+from ..utils.errors import UserError
 
 # LLaMA-Factory's defaults (its data/README.md)
 ALPACA_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output"}

@@ -18,8 +18,8 @@ from pathlib import Path
 from datasets import Dataset, concatenate_datasets, load_dataset, load_from_disk
 
 from .chat_labels import IGNORE, LabelPolicy, RowProblem, label_tokens, render_with_trained_ranges, turn_spans
-from .config import DEFAULT_ROLES, TEXT_TYPES, DatasetSpec, TrainConfig
-from .errors import UserError, first_line
+from ..config.loader import DEFAULT_ROLES, TEXT_TYPES, DatasetSpec, TrainConfig
+from ..utils.errors import UserError, first_line
 
 _LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 

@@ -1,22 +1,16 @@
-"""Base model, tokenizer and PEFT config from a TrainConfig (4-bit / 8-bit backbones included)."""
+"""Base model and tokenizer from a TrainConfig (4-bit / 8-bit backbones included)."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import re
 import sys
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftConfig
-from torch import nn
 
-from . import chat_templates
-from .config import EMBEDDED_ENCODER, EMBEDDED_MODEL, TrainConfig
-from .errors import UserError, first_line
-from .tuners import METHODS
-from .tuners.base import in_out_features
+from ..config import chat_templates
+from ..config.schema import EMBEDDED_ENCODER, EMBEDDED_MODEL, TrainConfig
+from ..utils.errors import UserError, first_line
 
 def resolve_model_path(name: str) -> str:
     """A folder for the embedded models' names (made once in the cache), else ``name`` itself."""
@@ -80,6 +74,13 @@ def _attention(name: str | None) -> str | None:
     print("note: attn_implementation flash_attention_2 needs the flash-attn package and a GPU; using sdpa, which "
           "computes the same attention", file=sys.stderr)
     return "sdpa"
+
+
+def resolve_bf16(cfg: TrainConfig) -> bool:
+    """``bf16: auto`` means bf16 where the GPU supports it."""
+    if cfg.bf16 == "auto":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return cfg.bf16
 
 
 def quantization_config(load_in_4bit: bool, load_in_8bit: bool, compute_dtype: torch.dtype):
@@ -148,87 +149,3 @@ def load_base_model(name: str, *, load_in_4bit=False, load_in_8bit=False, bf16=F
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
     return model
-
-
-def linear_layer_names(model: nn.Module) -> set[str]:
-    """Short names (last path component) of every layer an adapter can wrap."""
-    names = set()
-    for full_name, module in model.named_modules():
-        try:
-            in_out_features(module)
-        except TypeError:
-            continue
-        names.add(full_name.rsplit(".", 1)[-1])
-    return names
-
-
-def check_modules_to_save(model: nn.Module, names: list[str] | None) -> None:
-    """PEFT silently ignores a modules_to_save entry that names nothing: the user expects that module trained."""
-    module_names = [n for n, _ in model.named_modules()]
-    for name in names or []:
-        if not any(n == name or n.endswith("." + name) for n in module_names):
-            tops = sorted({n.rsplit(".", 1)[-1] for n in module_names if n and "layers" not in n})
-            raise UserError(f"lora_modules_to_save: '{name}' matches no module of this model; e.g. {', '.join(tops[:8])}")
-
-
-def check_target_modules(model: nn.Module, targets: list[str] | None) -> None:
-    if not targets:
-        return
-    module_names = [n for n, _ in model.named_modules()]
-    adaptable = linear_layer_names(model)
-    for target in targets:
-        if target in ("all-linear", "all_linear"):
-            continue
-        matches = [n for n in module_names if n == target or n.endswith("." + target) or re.fullmatch(target, n)]
-        if not matches:
-            raise UserError(
-                f"lora_target_modules: '{target}' matches no layer of this model; "
-                f"its linear layers are: {', '.join(sorted(adaptable))}"
-            )
-        bad = [n for n in matches if n.rsplit(".", 1)[-1] not in adaptable]
-        if bad:
-            raise UserError(f"lora_target_modules: '{target}' matches {bad[0]}, which is not a linear layer")
-
-
-def peft_config_from_keys(keys: dict) -> PeftConfig:
-    """The adapter's PEFT config from YAML keys (ours or Axolotl's: same names); missing or None keys take
-    the schema defaults. ``adapter: lora`` gives a ``peft.LoraConfig``."""
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-
-    def get(name):
-        value = keys.get(name)
-        return defaults[name] if value is None else value
-
-    targets = get("lora_target_modules")
-    if keys.get("lora_target_linear") or targets in (["all-linear"], ["all"], ["all_linear"]):
-        targets = "all-linear"  # PEFT's own shorthand: every linear layer but the output head
-    common = dict(
-        r=get("lora_r"),
-        lora_alpha=get("lora_alpha"),
-        lora_dropout=get("lora_dropout"),
-        target_modules=targets,
-        modules_to_save=get("lora_modules_to_save"),
-        use_rslora=get("peft_use_rslora"),
-        # SEQ_CLS: PEFT trains and saves the new classifier head too (modules_to_save classifier / score)
-        task_type="SEQ_CLS" if keys.get("task") == "sequence_classification" else "CAUSAL_LM",
-    )
-    adapter = get("adapter")
-    if adapter == "lora":
-        return LoraConfig(**{**common, "target_modules": common["target_modules"] or "all-linear"})
-    method_fields = {
-        "mplora": dict(num_paths=get("mplora_num_paths"), orth_weight=get("mplora_orth_weight"),
-                       orth_start_step=get("mplora_orth_start_step")),
-        "mor": dict(num_experts=get("mor_num_experts"), router_aux_loss_coef=get("mor_router_aux_loss_coef"),
-                    router_init_std=get("mor_router_init_std")),
-        "loratrf": dict(trf_rank=get("loratrf_rank"), trf_mode=get("loratrf_mode"),
-                        trf_task_vector_init=get("loratrf_task_vector_init")),
-    }[adapter]
-    config_cls, _ = METHODS[adapter]
-    try:
-        return config_cls(**common, **method_fields)
-    except ValueError as err:
-        raise UserError(str(err)) from None
-
-
-def build_peft_config(cfg: TrainConfig) -> PeftConfig:
-    return peft_config_from_keys(dataclasses.asdict(cfg))

@@ -10,7 +10,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from .errors import UserError, first_line
+from ..utils.errors import UserError, first_line
 
 
 def read_adapter_config(folder: Path) -> dict:
@@ -23,7 +23,6 @@ def read_adapter_config(folder: Path) -> dict:
         raise UserError(f"{config_file} is not valid JSON ({first_line(err)}); was the save interrupted?") from None
     if not isinstance(config, dict):
         raise UserError(f"{config_file} must hold a JSON object")
-    import plugin  # noqa: F401  registers our methods with PEFT
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 
     if config.get("peft_type") not in PEFT_TYPE_TO_CONFIG_MAPPING:
@@ -70,8 +69,7 @@ def load_adapter_strict(model, adapter: str, config: dict, state: dict):
         why = (f"its adapter_config.json lacks {', '.join(missing)} (the defaults do not fit its weights)" if missing
                else "trained for another model?")
         raise UserError(f"adapter {adapter} does not fit the base model ({why}): {first_line(err)}") from None
-    from .tuners import current_key
-
+    current_key = getattr(model.base_model, "current_key", lambda key: key)  # our tuners rename 0.1.0's keys
     expected, saved = set(get_peft_model_state_dict(model)), {current_key(k) for k in state}
     missing, unexpected = sorted(expected - saved), sorted(saved - expected)
     if missing or unexpected:

@@ -1,0 +1,217 @@
+"""Every key of the training YAML, declared once: type, default, section and help text (PEFT / TRL style
+``field(metadata={"help": ...})``). ``--help``, ``docs/configuration.md`` and validation read these declarations;
+the method keys (``mor_num_experts``, ...) are not here but derived from the tuners' configs (``method_keys``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional, Union
+
+from .method_keys import method_keys
+
+# sections of --help and docs/configuration.md, in order ("method" holds the derived method keys)
+SECTIONS = ("model", "adapter", "method", "data", "training", "output", "eval")
+EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
+EMBEDDED_ENCODER = "embedded:all-minilm-l6-v2"  # task: sequence_classification's default base
+TEXT_TYPES = ("text", "completion")  # dataset types trained as plain text
+# our chat roles and the names data uses for them (Axolotl's defaults); a dataset's own ``roles:`` replaces them
+DEFAULT_ROLES = {
+    "system": ["system"],
+    "user": ["user", "human"],
+    "assistant": ["assistant", "gpt", "model", "function_call"],  # LLaMA-Factory trains function calls
+    "tool": ["tool", "observation", "function_response", "ipython"],
+}
+
+
+def option(section: str, default: Any = dataclasses.MISSING, help: str = "", *, factory=None) -> Any:
+    """A YAML key: its default (or ``factory`` for a mutable one), the --help section it is listed under, its meaning."""
+    kwargs = {"default_factory": factory} if factory is not None else {"default": default}
+    return field(**kwargs, metadata={"section": section, "help": help})
+
+
+@dataclass
+class DatasetSpec:
+    """One entry of ``datasets:`` / ``test_datasets:``."""
+
+    path: str = option("data", help="local .json/.jsonl/.parquet/.csv file, a saved dataset folder, or a hub id")
+    type: Literal["messages", "chat_template", "sharegpt", "alpaca", "text", "completion"] = option(
+        "data", "messages", "row format: messages (= chat_template, OpenAI {role, content} chats), sharegpt "
+        "({from, value} chats), alpaca (instruction/input/output), text (= completion: plain text, every token trained)")
+    split: str = option("data", "train", "split of a hub or saved dataset")
+    name: Optional[str] = option("data", None, "hub dataset config name")
+    field_messages: Optional[str] = option("data", None, "column holding the chat (default messages; conversations "
+                                                         "for sharegpt)")
+    message_property_mappings: Optional[dict[str, str]] = option(
+        "data", None, "message keys of the data, e.g. {role: from, content: value}")
+    roles: Optional[dict[str, list[str]]] = option(
+        "data", None, "our role -> the data's names for it, e.g. {assistant: [gpt, bot]}; replaces the defaults")
+    roles_to_train: list[str] = option("data", help="roles whose turns are trained", factory=lambda: ["assistant"])
+    train_on_eos: Literal["turn", "last", "all", "none"] = option(
+        "data", "turn", "which end-of-turn tokens are trained: those of trained turns, the last one, all, none")
+    field_instruction: str = option("data", "instruction", "alpaca: the instruction column")
+    field_input: str = option("data", "input", "alpaca: the input column (appended to the instruction)")
+    field_output: str = option("data", "output", "alpaca: the answer column")
+    field_system: Optional[str] = option("data", None, "alpaca: a system-prompt column")
+    field_history: Optional[str] = option("data", None, "alpaca: earlier [prompt, answer] pairs, trained too "
+                                                        "(LLaMA-Factory)")
+    drop_system_message: bool = option("data", False, "chats: leave out a leading system turn")
+    field: str = option("data", "text", "text / completion: the text column")
+    max_samples: Optional[int] = option("data", None, "at most this many rows of this dataset")
+
+
+@dataclass
+class EvalSpec:
+    """The ``eval:`` section: runs the eval bridge on the trained adapter after training."""
+
+    suite: Optional[str] = option("eval", None, "task suite: commonsense, math, mmlu, mor, loratrf")
+    tasks: Optional[list[str]] = option("eval", None, "lm-eval task names (or local file names with data_dir)")
+    limit: Optional[int] = option("eval", None, "at most this many items per task")
+    batch_size: int = option("eval", 8, "evaluation batch size")
+    num_fewshot: Optional[int] = option("eval", None, "few-shot examples per prompt")
+    data_dir: Optional[str] = option("eval", None, "folder of <task>.jsonl files: evaluate offline (data/eval)")
+    apply_chat_template: bool = option("eval", False, "prompts in the chat format a chat-trained adapter saw")
+    output: Optional[str] = option("eval", None, "results folder (default: <output_dir>/eval)")
+
+
+@dataclass
+class TrainConfig:
+    """A training run. Keys follow Axolotl; LLaMA-Factory's names are aliases (``ALIASES``)."""
+
+    # model
+    task: Literal["causal_lm", "sequence_classification"] = option(
+        "model", "causal_lm", "what is trained: a causal LM on text/chats, or a classifier "
+        "(AutoModelForSequenceClassification) on GLUE-style rows (sentence1 + sentence2, or sentence / text, and label)")
+    num_labels: Optional[int] = option("model", None, "sequence_classification: classes; 1 = regression (Pearson)")
+    base_model: str = option("model", EMBEDDED_MODEL, "hub id, local folder, or embedded:smollm2-135m-instruct / "
+                                                      "embedded:all-minilm-l6-v2 (sequence_classification's default)")
+    tokenizer: Optional[str] = option("model", None, "tokenizer to load (default: base_model's)")
+    load_in_4bit: bool = option("model", False, "bitsandbytes nf4 base (QLoRA)")
+    load_in_8bit: bool = option("model", False, "bitsandbytes 8-bit base")
+    trust_remote_code: bool = option("model", False, "run the model repo's own code (transformers' flag)")
+    attn_implementation: Optional[str] = option("model", None, "transformers' name: eager, sdpa, flash_attention_2")
+    eot_tokens: Optional[list[str]] = option("model", None, "tokens that close a chat turn (default: common ones)")
+    special_tokens: Optional[dict[str, str]] = option(
+        "model", None, "e.g. {pad_token: '<|end_of_text|>'}: roles for tokens already in the vocabulary")
+    chat_template: Optional[str] = option("model", None, "chat template: the tokenizer's own (unset), a name (chatml, "
+                                                         "llama3, qwen3, ...) or Jinja text")
+    chat_template_jinja: Optional[str] = option("model", None, "the Jinja text for chat_template: jinja")
+    # adapter (shared with peft.LoraConfig)
+    adapter: str = option("adapter", "lora", "lora (PEFT's), mplora, mor, loratrf, or full (every weight; "
+                                             "classification only); Axolotl's qlora = lora + load_in_4bit")
+    lora_r: int = option("adapter", 8, "rank r of the low-rank update")
+    lora_alpha: float = option("adapter", 16, "scaling numerator: s = lora_alpha / r")
+    lora_dropout: float = option("adapter", 0.0, "dropout on the adapter input")
+    lora_target_modules: Optional[list[str]] = option(
+        "adapter", None, "layers to adapt (names or one regex); unset: the method's paper defaults; all-linear: every "
+        "linear layer")
+    lora_target_linear: bool = option("adapter", False, "adapt every linear layer (= lora_target_modules: all-linear)")
+    lora_modules_to_save: Optional[list[str]] = option("adapter", None, "modules trained in full and saved beside "
+                                                                        "the adapter (e.g. a classifier's pooler)")
+    peft_use_rslora: bool = option("adapter", False, "rank-stabilised scaling: s = lora_alpha / sqrt(r)")
+    # data
+    datasets: list[DatasetSpec] = option("data", help="training data: a list of dataset entries (keys below)",
+                                         factory=list)
+    test_datasets: list[DatasetSpec] = option("data", help="held-out data scored during and after training",
+                                              factory=list)
+    val_set_size: float = option("data", 0.0, "fraction (< 1) or number of rows held out for eval loss")
+    sequence_len: int = option("data", 1024, "longest row in tokens")
+    sample_packing: bool = option("data", False, "pack several rows into each sequence (TRL best-fit packing)")
+    train_on_inputs: bool = option("data", False, "false: loss on the roles_to_train turns only; true: every token")
+    max_samples: Optional[int] = option("data", None, "rows taken from each dataset without its own max_samples")
+    dataset_exact_deduplication: bool = option("data", False, "identical prepared rows kept once")
+    dataset_processes: Optional[int] = option("data", None, "processes tokenising the data (default: all cores for "
+                                                            ">= 20k rows)")
+    # training
+    micro_batch_size: int = option("training", 1, "rows per device per step")
+    gradient_accumulation_steps: int = option("training", 1, "micro-batches per optimiser step")
+    num_epochs: float = option("training", 1.0, "passes over the data (max_steps wins when set)")
+    max_steps: int = option("training", -1, "optimiser steps; -1: from num_epochs")
+    learning_rate: float = option("training", 2e-4, "peak learning rate")
+    lr_scheduler: str = option("training", "cosine", "transformers' scheduler name (cosine, linear, constant, ...)")
+    cosine_min_lr_ratio: Optional[float] = option("training", None, "cosine decays to this fraction of learning_rate")
+    warmup_ratio: float = option("training", 0.0, "warmup as a fraction of the steps")
+    warmup_steps: Optional[int] = option("training", None, "warmup as a number of steps (instead of warmup_ratio)")
+    adam_beta1: float = option("training", 0.9, "AdamW beta1")
+    adam_beta2: float = option("training", 0.999, "AdamW beta2")
+    adam_epsilon: float = option("training", 1e-8, "AdamW epsilon")
+    weight_decay: float = option("training", 0.0, "AdamW weight decay")
+    max_grad_norm: float = option("training", 1.0, "gradient clipping norm")
+    optimizer: str = option("training", "adamw_torch", "transformers' optimizer name (adamw_torch, adamw_bnb_8bit, ...)")
+    bf16: Union[bool, Literal["auto"]] = option("training", False, "bfloat16 mixed precision; auto: where the GPU has it")
+    fp16: bool = option("training", False, "float16 mixed precision (GPUs without bf16)")
+    group_by_length: bool = option("training", False, "batches of similar lengths (less padding; changes the order)")
+    curriculum_sampling: bool = option("training", False, "rows in dataset order, not shuffled")
+    gradient_checkpointing: Union[bool, Literal["offload"]] = option(
+        "training", False, "recompute activations in the backward; offload: also keep saved activations on the CPU")
+    seed: int = option("training", 42, "seed of the adapter init, data order and dropout")
+    # outputs
+    output_dir: str = option("output", "outputs/run", "run folder: checkpoints, adapter, metrics")
+    overwrite_output_dir: bool = option("output", False, "start over in an output_dir that holds a finished run")
+    resume_from_checkpoint: Optional[str] = option(
+        "output", "auto", "auto: continue from the newest checkpoint if there is one; a path; null: start over")
+    save_steps: int = option("output", 100, "checkpoint every N steps")
+    saves_per_epoch: Optional[int] = option("output", None, "checkpoint N times per epoch instead of every save_steps")
+    eval_steps: Optional[int] = option("output", None, "held-out loss every N steps (default: save_steps)")
+    evals_per_epoch: Optional[int] = option("output", None, "evaluate N times per epoch instead")
+    eval_strategy: Optional[Literal["steps", "epoch", "no"]] = option("output", None, "when the held-out loss runs")
+    eval_batch_size: Optional[int] = option("output", None, "held-out batch size (default: micro_batch_size)")
+    save_total_limit: Optional[int] = option("output", None, "keep at most N checkpoints")
+    logging_steps: int = option("output", 10, "log every N steps")
+    report_to: str = option("output", "none", "transformers' report_to: none, tensorboard, wandb, ...")
+    eval: Optional[EvalSpec] = option("eval", None, "lm-eval on the trained adapter after training (keys below)")
+    # the method keys the YAML set (mor_num_experts: 4, ...): declared by the tuners' configs, see method_keys
+    method_keys: dict[str, Any] = field(default_factory=dict, metadata={"section": None})
+
+    def method_value(self, key: str) -> Any:
+        """A method key's value: what the YAML set, else the method config's default."""
+        return self.method_keys.get(key, method_keys()[key].default)
+
+
+# LLaMA-Factory (and older Axolotl) names -> our canonical names
+ALIASES = {
+    "model_name_or_path": "base_model",
+    "lora_rank": "lora_r",
+    "lora_target": "lora_target_modules",
+    "target_modules": "lora_target_modules",
+    "additional_target": "lora_modules_to_save",
+    "use_rslora": "peft_use_rslora",
+    "finetuning_type": "adapter",
+    "cutoff_len": "sequence_len",
+    "max_seq_length": "sequence_len",
+    "per_device_train_batch_size": "micro_batch_size",
+    "num_train_epochs": "num_epochs",
+    "lr_scheduler_type": "lr_scheduler",
+    "adam_eps": "adam_epsilon",
+    "val_size": "val_set_size",
+    "packing": "sample_packing",
+    "template": "chat_template",
+    "optim": "optimizer",
+    "overwrite_output": "overwrite_output_dir",
+    "preprocessing_num_workers": "dataset_processes",
+    "dataset_num_proc": "dataset_processes",
+    "per_device_eval_batch_size": "eval_batch_size",
+}
+
+
+def yaml_fields(cls: type = TrainConfig) -> list[dataclasses.Field]:
+    """The fields a YAML may set (``method_keys`` is filled from the derived method keys, not set directly)."""
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("section")]
+
+
+def to_dict(cfg: TrainConfig) -> dict:
+    """The resolved config as flat YAML keys: every method key with its value or default, after the adapter keys."""
+    out = {}
+    for f in yaml_fields(TrainConfig):
+        out[f.name] = _plain(getattr(cfg, f.name))
+        if f.name == "peft_use_rslora":
+            out.update({key: cfg.method_value(key) for key in method_keys()})
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,1 @@
+"""Scoring: the lm-eval bridge, paired comparisons of runs, and plots of a run."""
