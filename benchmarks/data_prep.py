@@ -3,7 +3,7 @@
     python benchmarks/data_prep.py --rows 300000 [--processes N]
 
 Writes N synthetic rows (1-4 exchanges, some with a system turn) once to a JSONL file, then, in this process:
-``plugin.data.load_training_data`` with the embedded SmolLM2 tokenizer, and TRL's ``SFTTrainer`` built on a tiny
+``plugin.data.loader.load_training_data`` with the embedded SmolLM2 tokenizer, and TRL's ``SFTTrainer`` built on a tiny
 random model over the result (its own preparation included) and one batch drawn. Run from an older checkout, it
 measures that code's path the same way (it then converts rows to prompt/completion and TRL tokenises them).
 """
@@ -53,10 +53,10 @@ def main() -> None:
 
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    import plugin.data as data
-    from plugin.config.loader import load_config
+    import plugin.data.loader as data
+    from plugin.config import load_config
     from plugin.models.embedded import embedded_model_path
-    from plugin.training.run import sft_config
+    from plugin.training.run import training_arguments
     from trl import SFTTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_path())
@@ -72,7 +72,7 @@ def main() -> None:
         prepared = time.perf_counter()
         model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
                                              num_hidden_layers=1, num_attention_heads=2))
-        trainer = SFTTrainer(model=model, args=sft_config(cfg, False, True), train_dataset=train,
+        trainer = SFTTrainer(model=model, args=training_arguments(cfg, False, True), train_dataset=train,
                              processing_class=tokenizer)
         next(iter(trainer.get_train_dataloader()))
         done = time.perf_counter()

@@ -6,25 +6,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 import plugin  # noqa: E402,F401  (registers the methods)
 
-TINY_LLAMA = dict(
-    vocab_size=128,
-    hidden_size=32,
-    intermediate_size=70,  # 70 is not divisible by 4 or 8: unequal MPLoRA blocks get exercised
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=64,
-)
-
-
-def tiny_llama(seed: int = 0, **overrides) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(LlamaConfig(**{**TINY_LLAMA, **overrides})).eval()
-
+from .helpers import TINY_LLAMA  # noqa: E402
 
 @pytest.fixture
 def tokens():

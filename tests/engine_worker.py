@@ -14,6 +14,7 @@ show).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -22,23 +23,17 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
-from peft import LoraConfig, get_peft_model
-from transformers import LlamaConfig, LlamaForCausalLM
+from helpers import METHOD_CONFIGS, tiny_llama  # tests/ is this script's folder
+from peft import get_peft_model
 
 import plugin
 
 LR = 0.5
 TIMEOUT = timedelta(seconds=120)  # a rank that failed alone must not hang the other for gloo's 30 minutes
-METHODS = {  # auxiliary weights large enough that a lost or doubled term shows in the update
-    "lora": lambda: LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False),
-    "mplora": lambda: plugin.MPLoraConfig(r=4, num_paths=3, orth_weight=5.0, target_modules="all-linear",
-                                          init_weights=False),
-    "mor": lambda: plugin.MoRConfig(r=4, num_experts=3, router_aux_loss_coef=2.0, target_modules="all-linear",
-                                    init_weights=False),
-    "loratrf_output": lambda: plugin.LoRATRFConfig(r=4, target_modules="all-linear", init_weights=False),
-    "loratrf_input": lambda: plugin.LoRATRFConfig(r=4, trf_mode="input", target_modules="all-linear",
-                                                  init_weights=False),
-}
+# auxiliary weights large enough that a lost or doubled term shows in the update
+AUX_WEIGHTS = {"mplora": {"orth_weight": 5.0}, "mor": {"router_aux_loss_coef": 2.0}}
+METHODS = {name: functools.partial(make, target_modules="all-linear", **AUX_WEIGHTS.get(name, {}))
+           for name, make in METHOD_CONFIGS.items()}
 
 
 def tiny_base(quantized: bool):
@@ -51,9 +46,7 @@ def tiny_base(quantized: bool):
             return load_base_model(os.environ["ENGINE_WORKER_4BIT_BASE"], load_in_4bit=True, bf16=True)
         finally:
             del os.environ["ACCELERATE_USE_FSDP"]
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-    return LlamaForCausalLM(config)
+    return tiny_llama(vocab_size=64, intermediate_size=64).train()
 
 
 def tiny_peft_model(method: str, quantized: bool):

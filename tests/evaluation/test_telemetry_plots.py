@@ -9,7 +9,7 @@ from plugin.config import load_config
 from plugin.plot import main as plot_main
 from plugin.training.run import train
 
-from .helpers import read_json
+from ..helpers import read_json
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

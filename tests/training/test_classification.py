@@ -15,7 +15,7 @@ from plugin.config import load_config
 from plugin.utils.errors import UserError
 from plugin.training.run import train
 
-from .helpers import REPO, adapter_weights, make_tiny_bert_dir
+from ..helpers import REPO, adapter_weights, make_tiny_bert_dir
 
 RTE = REPO / "data" / "glue" / "rte"
 TARGETS = {"lora": ["query", "value"], "mplora": ["query", "value"], "mor": ["intermediate.dense", "output.dense"],

@@ -8,19 +8,17 @@ import textwrap
 import pytest
 import torch
 from peft import get_peft_model
-from transformers import LlamaConfig, LlamaForCausalLM
 
 import plugin
 from plugin.tuners.auxiliary import adapter_layers
 
-from .conftest import tiny_llama
-from .helpers import REPO
+from ..helpers import QUANTIZABLE_WIDTH, REPO, method_config, tiny_llama
 
 CONFIGS = {
-    "mplora": lambda: plugin.MPLoraConfig(r=4, num_paths=3, orth_weight=0.2, orth_start_step=5, init_weights=False),
-    "mor": lambda: plugin.MoRConfig(r=4, num_experts=3, router_aux_loss_coef=0.01, init_weights=False),
-    "loratrf": lambda: plugin.LoRATRFConfig(r=4, trf_rank=2, trf_mode="output", init_weights=False),
-    "loratrf_input": lambda: plugin.LoRATRFConfig(r=4, trf_mode="input", init_weights=False),
+    "mplora": lambda: method_config("mplora", orth_weight=0.2, orth_start_step=5),
+    "mor": lambda: method_config("mor", router_aux_loss_coef=0.01),
+    "loratrf": lambda: method_config("loratrf_output", trf_rank=2),
+    "loratrf_input": lambda: method_config("loratrf_input"),
 }
 METHOD_FIELDS = {
     "mplora": {"peft_type": "MPLORA", "num_paths": 3, "orth_weight": 0.2, "orth_start_step": 5},
@@ -145,7 +143,7 @@ bnb = pytest.importorskip("bitsandbytes")
 def _quantized_llama(tmp_path, **quant):
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    tiny_llama(hidden_size=64, intermediate_size=128).save_pretrained(tmp_path)
+    tiny_llama(hidden_size=QUANTIZABLE_WIDTH, intermediate_size=2 * QUANTIZABLE_WIDTH).save_pretrained(tmp_path)
     return AutoModelForCausalLM.from_pretrained(tmp_path, quantization_config=BitsAndBytesConfig(**quant))
 
 
@@ -197,8 +195,8 @@ def test_adapters_saved_by_0_1_0_load_completely(name, recwarn):
     from plugin.models.adapter_io import load_adapter_strict, read_adapter_config, read_adapter_weights
 
     folder = REPO / "tests" / "fixtures" / "adapters_0.1.0" / name
-    base = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=24, num_hidden_layers=1,
-                                        num_attention_heads=2, num_key_value_heads=1))
+    base = tiny_llama(vocab_size=32, hidden_size=16, intermediate_size=24, num_hidden_layers=1, num_attention_heads=2,
+                      num_key_value_heads=1)
     model = load_adapter_strict(base, str(folder), read_adapter_config(folder), read_adapter_weights(folder))
     assert not [w for w in recwarn if "missing adapter keys" in str(w.message)]
     params = dict(model.named_parameters())

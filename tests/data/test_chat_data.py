@@ -17,7 +17,7 @@ from plugin.config import DatasetSpec, load_config
 from plugin.data.loader import tokenize_dataset, _load_raw
 from plugin.utils.errors import UserError
 
-from .helpers import REPO, write_yaml
+from ..helpers import REPO, write_yaml
 
 TULU = REPO / "data" / "demo" / "tulu_sample.jsonl"
 GLAIVE = REPO / "tests" / "fixtures" / "chat" / "glaive_toolcall_en_demo_first4.json"

@@ -14,7 +14,7 @@ import plugin
 from plugin.config import load_config
 from plugin.training.run import train
 
-from .helpers import REPO, adapter_weights, read_json, write_yaml
+from ..helpers import REPO, adapter_weights, read_json, write_yaml
 
 
 @pytest.mark.parametrize("adapter", ["lora", "mplora", "mor", "loratrf"])

@@ -9,13 +9,13 @@ from peft import LoraConfig, get_peft_model
 
 import plugin
 
-from .conftest import tiny_llama
+from ..helpers import method_config, tiny_llama
 
 CONFIGS = {
-    "mor": lambda: plugin.MoRConfig(r=4, num_experts=3, init_weights=False),
-    "mor_dropout": lambda: plugin.MoRConfig(r=4, num_experts=3, init_weights=False, lora_dropout=0.1),
-    "loratrf_output": lambda: plugin.LoRATRFConfig(r=4, init_weights=False, lora_dropout=0.1),
-    "loratrf_input": lambda: plugin.LoRATRFConfig(r=4, init_weights=False, trf_mode="input", lora_dropout=0.1),
+    "mor": lambda: method_config("mor"),
+    "mor_dropout": lambda: method_config("mor", lora_dropout=0.1),
+    "loratrf_output": lambda: method_config("loratrf_output", lora_dropout=0.1),
+    "loratrf_input": lambda: method_config("loratrf_input", lora_dropout=0.1),
 }
 
 

@@ -8,7 +8,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import plugin
 from plugin.tuners.mor import MoRLayer, switch_balance_loss
 
-from .conftest import tiny_llama
+from ..helpers import tiny_llama
 
 
 def naive_mor_delta(layer: MoRLayer, x: torch.Tensor, name: str = "default") -> torch.Tensor:

@@ -8,7 +8,7 @@ from peft import get_peft_model
 import plugin
 from plugin.tuners.loratrf import LoRATRFLayer
 
-from .conftest import tiny_llama
+from ..helpers import tiny_llama
 
 
 def _perturb(model, seed=3):

@@ -12,7 +12,7 @@ import pytest
 
 import plugin
 
-from .helpers import REPO
+from ..helpers import QUANTIZABLE_WIDTH, REPO, method_config, tiny_llama
 
 ENGINES = ["fsdp1", "fsdp1_orig", "fsdp2", "qlora_fsdp1", "qlora_fsdp2", "zero3"]  # zero3 last: it hooks modules
 AUX = {"mplora", "mor"}  # methods with an auxiliary loss switched on in the worker
@@ -20,12 +20,7 @@ HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
 
 
 def _save_tiny_base(path):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                 num_attention_heads=4, num_key_value_heads=2)).save_pretrained(path)
+    tiny_llama(vocab_size=64, hidden_size=QUANTIZABLE_WIDTH, intermediate_size=2 * QUANTIZABLE_WIDTH).save_pretrained(path)
     return path
 
 
@@ -59,8 +54,6 @@ def test_one_step_under_engine_equals_single_process(engine, engine_results):
 def _checkpointed(config, use_reentrant: bool):
     from peft import get_peft_model
 
-    from .conftest import tiny_llama
-
     model = get_peft_model(tiny_llama(), config)
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": use_reentrant})
     model.enable_input_require_grads()  # what PEFT's k-bit preparation does for checkpointing
@@ -68,8 +61,8 @@ def _checkpointed(config, use_reentrant: bool):
 
 
 @pytest.mark.parametrize("config", [
-    lambda: plugin.MPLoraConfig(r=4, num_paths=2, orth_weight=1.0, init_weights=False),
-    lambda: plugin.MoRConfig(r=4, num_experts=3, router_aux_loss_coef=1.0, init_weights=False),
+    lambda: method_config("mplora", num_paths=2, orth_weight=1.0),
+    lambda: method_config("mor", router_aux_loss_coef=1.0),
 ], ids=["mplora", "mor"])
 def test_reentrant_checkpointing_is_refused_never_a_silent_zero(config, tokens):
     from plugin.tuners.auxiliary import AuxLossWithoutGradient

@@ -9,7 +9,7 @@ import yaml
 
 from plugin.train import main
 
-from .helpers import REPO, write_yaml
+from ..helpers import REPO, write_yaml
 
 DROP = object()
 

@@ -1,7 +1,6 @@
 """The eval bridge: lm-eval scores the adapted model in-process, offline, for each adapter type and a 4-bit base."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -9,9 +8,12 @@ from peft import get_peft_model
 from transformers import AutoModelForCausalLM
 
 import plugin
-from plugin.evaluation.harness import evaluate, main
+from plugin.evaluation.harness import evaluate
+from plugin.eval import main
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "eval"
+from ..helpers import FIXTURES_DIR, tiny_llama
+
+FIXTURES = FIXTURES_DIR / "eval"
 
 
 def _save_adapter(tiny_model_dir, path, config):
@@ -82,11 +84,8 @@ class _Req:
         self.args = (context, continuation)
 
 
-def test_4bit_base_runs(tmp_path):
-    from .helpers import make_tiny_model_dir
-
-    model_dir = make_tiny_model_dir(tmp_path / "m64", hidden_size=64)  # bnb 4-bit blocks need width >= 64
-    report = evaluate(str(model_dir), tasks=["piqa"], data_dir=str(FIXTURES), limit=3, load_in_4bit=True)
+def test_4bit_base_runs(tiny_model_dir):
+    report = evaluate(str(tiny_model_dir), tasks=["piqa"], data_dir=str(FIXTURES), limit=3, load_in_4bit=True)
     assert report["load_in_4bit"] and report["rows"][0]["n"] == 3
 
 
@@ -117,10 +116,7 @@ def test_bad_input_is_one_line_exit_2(tiny_model_dir, capsys, argv, message):
 
 
 def test_adapter_for_another_base_model(tiny_model_dir, tmp_path, capsys):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    other = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-                                         num_attention_heads=4, num_key_value_heads=2))
+    other = tiny_llama(vocab_size=64, hidden_size=48, intermediate_size=96)
     get_peft_model(other, plugin.MoRConfig(r=4)).save_pretrained(tmp_path / "other")
     with pytest.raises(SystemExit) as exit_info:
         main(["--base", str(tiny_model_dir), "--adapter", str(tmp_path / "other"), "--tasks", "piqa",

@@ -7,9 +7,9 @@ import pytest
 from plugin.config import load_config
 from plugin.utils.errors import UserError
 
-from .helpers import REPO
+from ..helpers import REPO
 
-CONFIGS = sorted(p for p in (Path(__file__).resolve().parent.parent / "configs").glob("*.yaml")
+CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml")
                  if not p.name.startswith("study_"))  # study configs: tests/test_study.py
 
 
@@ -30,7 +30,7 @@ def test_paper_setups_match_the_papers():
 # --- upstream meanings of chat_template names, targets and adapter: qlora (issue: peer YAMLs) ------------------
 
 def _cfg(tmp_path, **keys):
-    from .helpers import write_yaml
+    from ..helpers import write_yaml
 
     return load_config(write_yaml(tmp_path / "c.yaml", datasets=[{"path": "x.jsonl"}], **keys))
 
@@ -100,7 +100,7 @@ def test_all_linear_wraps_every_linear_layer_with_our_method():
     from plugin.config import load_config
     from plugin.config.peft_mapping import build_peft_config
 
-    from .conftest import tiny_llama
+    from ..helpers import tiny_llama
 
     cfg = load_config(None, {"datasets": [{"path": "x.jsonl"}], "adapter": "mor", "lora_target_linear": True})
     model = get_peft_model(tiny_llama(), build_peft_config(cfg))

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from peft import LoraConfig
 
 import plugin
 from plugin import lm_eval as wrapper
@@ -14,13 +13,14 @@ from plugin.evaluation.harness import TEMPLATES_DIR, evaluate
 from plugin.eval import main as bridge_main
 from plugin.eval import compare as compare_main
 
+from ..helpers import REPO, method_config, tiny_llama
 from .test_eval import FIXTURES, _save_adapter
 
-CONFIGS = {
-    "mplora": plugin.MPLoraConfig(r=4, num_paths=2, target_modules=["q_proj", "v_proj"]),
-    "mor": plugin.MoRConfig(r=4, num_experts=3),
-    "loratrf": plugin.LoRATRFConfig(r=4, trf_mode="input"),
-    "lora": LoraConfig(r=4, target_modules=["q_proj", "v_proj"]),
+CONFIGS = {  # trained-looking adapters are not needed here: the papers' init
+    "mplora": method_config("mplora", num_paths=2, target_modules=["q_proj", "v_proj"], init_weights=True),
+    "mor": method_config("mor", init_weights=True),
+    "loratrf": method_config("loratrf_input", init_weights=True),
+    "lora": method_config("lora", target_modules=["q_proj", "v_proj"], init_lora_weights=True),
 }
 
 
@@ -80,10 +80,7 @@ def _relabelled_lora(tiny_model_dir, tmp_path):
 
 def _other_base_adapter(tmp_path):
     from peft import get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    other = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-                                         num_attention_heads=4, num_key_value_heads=2))
+    other = tiny_llama(vocab_size=64, hidden_size=48, intermediate_size=96)
     get_peft_model(other, plugin.MoRConfig(r=4)).save_pretrained(tmp_path / "other")
     return tmp_path / "other"
 
@@ -146,7 +143,7 @@ def test_bridge_model_args_and_unknown_keys(tiny_model_dir, capsys):
 
 def test_offline_lambada_and_nq_open_samples_score(tiny_model_dir, tmp_path):
     """The mor suite's language-modelling and knowledge tasks run offline from the bundled samples."""
-    data = Path(__file__).resolve().parent.parent / "data" / "eval"
+    data = REPO / "data" / "eval"
     report = evaluate(str(tiny_model_dir), tasks=["lambada", "nq_open"], data_dir=str(data), limit=3, batch_size=3,
                       output=str(tmp_path))
     metrics = {(r["task"], r["metric"]) for r in report["rows"]}

@@ -1,7 +1,6 @@
 """The reproduction study runner: real data splits, every run trained and scored once, resumable."""
 
 import json
-from pathlib import Path
 
 import pytest
 import yaml
@@ -10,9 +9,9 @@ from plugin.evaluation.statistics import paired_difference
 from plugin.experiments.study import load_study, run_plan
 from plugin.study import main
 
-from .helpers import make_tiny_bert_dir
+from ..helpers import REPO, make_tiny_bert_dir
 
-STUDY = Path(__file__).resolve().parent.parent / "configs" / "study_smollm2.yaml"
+STUDY = REPO / "configs" / "study_smollm2.yaml"
 
 
 def test_shipped_study_config_and_plan():
@@ -88,7 +87,7 @@ def test_failed_run_stops_the_study_with_one_line(tmp_path, tiny_model_dir, caps
     assert not (tmp_path / "study" / "runs" / "broken__shared__s1" / "summary.json").exists()
 
 
-GLUE_STUDY = Path(__file__).resolve().parent.parent / "configs" / "study_glue_minilm.yaml"
+GLUE_STUDY = REPO / "configs" / "study_glue_minilm.yaml"
 
 
 def test_glue_study_config_and_plan():

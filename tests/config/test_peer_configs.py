@@ -13,9 +13,9 @@ from plugin.config import chat_templates
 from plugin.config import load_config
 from plugin.utils.errors import UserError
 
-from .helpers import REPO, adapter_weights, write_yaml
+from ..helpers import FIXTURES_DIR, REPO, adapter_weights, write_yaml
 
-LF = Path(__file__).resolve().parent / "fixtures" / "peer_configs" / "llamafactory"
+LF = FIXTURES_DIR / "peer_configs" / "llamafactory"
 
 
 @pytest.fixture
@@ -70,7 +70,7 @@ def test_llamafactory_example_trains_two_steps(tiny_model_dir, tmp_path):
     assert any("mor_A" in k and "q_proj" in k for k in weights) and any("down_proj" in k for k in weights)
 
 
-AX = Path(__file__).resolve().parent / "fixtures" / "peer_configs" / "axolotl"
+AX = FIXTURES_DIR / "peer_configs" / "axolotl"
 
 
 def test_axolotl_instruct_lora_example_means_what_upstream_means(capsys):

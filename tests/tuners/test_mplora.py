@@ -7,7 +7,7 @@ from peft import LoraConfig, get_peft_model
 import plugin
 from plugin.tuners.mplora import orthogonality_loss
 
-from .conftest import tiny_llama
+from ..helpers import tiny_llama
 
 
 def hand_orth_loss(b: torch.Tensor, n: int) -> float:
