@@ -17,7 +17,7 @@ import yaml
 from ..tuners import METHODS
 from . import chat_templates, peer_keys
 from .method_keys import method_keys
-from .peft_mapping import peft_config_from_keys
+from .peft_mapping import ALL_LINEAR, peft_config_from_keys
 from .schema import ALIASES, DEFAULT_ROLES, EMBEDDED_ENCODER, TEXT_TYPES, DatasetSpec, TrainConfig, to_dict, yaml_fields
 from ..utils.errors import UserError
 
@@ -213,7 +213,7 @@ def _check_values(cfg: TrainConfig, explicit_keys: list[str]) -> None:
         raise UserError("test_datasets and val_set_size both choose the held-out rows; keep one")
     _check_task(cfg, explicit_keys)
     chat_templates.check_name(cfg.chat_template, cfg.chat_template_jinja)
-    if cfg.lora_target_linear or cfg.lora_target_modules in (["all"], ["all_linear"]):  # Axolotl / LLaMA-Factory
+    if cfg.lora_target_linear or cfg.lora_target_modules in [[name] for name in ALL_LINEAR]:
         cfg.lora_target_modules = ["all-linear"]
     for number, spec in enumerate(cfg.datasets):
         if spec.max_samples is None:

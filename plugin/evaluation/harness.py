@@ -7,6 +7,7 @@ Scoring is lm-eval's; nothing here re-implements it.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import tempfile
@@ -277,10 +278,15 @@ def evaluate(base, adapter=None, *, suite=None, tasks=None, limit=None, batch_si
     return report
 
 
+def check_eval_section(spec) -> None:
+    """A training YAML's ``eval:`` section (an ``EvalSpec``), checked as ``plugin.eval`` checks its flags."""
+    settings = dataclasses.asdict(spec)
+    check_eval_settings(**{key: settings[key] for key in ("suite", "tasks", "limit", "num_fewshot", "data_dir",
+                                                          "output")}, where="eval: ")
+
+
 def evaluate_from_train_config(cfg, adapter_dir: Path) -> dict:
-    """The ``eval:`` section of a training YAML, run on the adapter just trained."""
-    spec = cfg.eval
-    return evaluate(cfg.base_model, str(adapter_dir), suite=spec.suite, tasks=spec.tasks, limit=spec.limit,
-                    batch_size=spec.batch_size, num_fewshot=spec.num_fewshot, load_in_4bit=cfg.load_in_4bit,
-                    bf16=resolve_bf16(cfg), data_dir=spec.data_dir, output=spec.output or str(adapter_dir / "eval"),
-                    apply_chat_template=spec.apply_chat_template)
+    """The ``eval:`` section of a training YAML, run on the adapter just trained (its keys are ``evaluate``'s)."""
+    settings = {**dataclasses.asdict(cfg.eval), "output": cfg.eval.output or str(adapter_dir / "eval")}
+    return evaluate(cfg.base_model, str(adapter_dir), load_in_4bit=cfg.load_in_4bit, bf16=resolve_bf16(cfg),
+                    **settings)

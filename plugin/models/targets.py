@@ -7,6 +7,7 @@ import re
 
 from torch import nn
 
+from ..config.peft_mapping import ALL_LINEAR
 from ..tuners.base import in_out_features
 from ..utils.errors import UserError
 
@@ -38,7 +39,7 @@ def check_target_modules(model: nn.Module, targets: list[str] | None) -> None:
     module_names = [n for n, _ in model.named_modules()]
     adaptable = linear_layer_names(model)
     for target in targets:
-        if target in ("all-linear", "all_linear"):
+        if target in ALL_LINEAR:
             continue
         matches = [n for n in module_names if n == target or n.endswith("." + target) or re.fullmatch(target, n)]
         if not matches:

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from ..config import TrainConfig, to_dict
+from ..evaluation.harness import check_eval_section
 from ..models.loader import resolve_bf16
 from ..utils.errors import UserError, first_line
 from . import run_dir
@@ -111,7 +112,8 @@ def train(cfg: TrainConfig) -> Path:
     state = PartialState(cpu=use_cpu)
     config = to_dict(cfg)
     run = run_dir.plan(cfg, config)
-    check_eval_section(cfg)
+    if cfg.eval is not None:  # it runs after training: checked now, not after an hour of training
+        check_eval_section(cfg.eval)
     peft_config = None if cfg.adapter == "full" else build_peft_config(cfg)
     tokenizer = tokenizer_for(cfg)
     train_data, eval_data = load_training_data(cfg, tokenizer)
@@ -192,16 +194,6 @@ def check_optimizer(args) -> None:
         Trainer.get_optimizer_cls_and_kwargs(args)
     except ImportError as err:
         raise UserError(f"optimizer {getattr(args.optim, 'value', args.optim)}: {first_line(err)}") from None
-
-
-def check_eval_section(cfg: TrainConfig) -> None:
-    """The eval: section runs after training: check it now, not after an hour of training."""
-    if cfg.eval is not None:
-        from ..evaluation.harness import check_eval_settings
-
-        spec = cfg.eval
-        check_eval_settings(suite=spec.suite, tasks=spec.tasks, limit=spec.limit, num_fewshot=spec.num_fewshot,
-                            data_dir=spec.data_dir, output=spec.output, where="eval: ")
 
 
 def _check_finite_weights(model, step: int) -> None:
