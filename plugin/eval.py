@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", help=f"task suite: {', '.join(SUITES)}")
     p.add_argument("--tasks", type=lambda s: [t for t in s.split(",") if t], help="comma-separated lm-eval tasks")
     p.add_argument("--limit", type=int, help="at most this many items per task")
-    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--batch_size", type=int, default=8, help="items per forward pass (default 8)")
     p.add_argument("--num_fewshot", type=int, help="few-shot examples (e.g. 5 for MMLU)")
     p.add_argument("--load_in_4bit", action="store_true", help="load the base model in 4-bit (nf4)")
     p.add_argument("--bf16", action="store_true", help="load the base model in bfloat16 (GPU; halves memory)")
@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def compare(argv: list[str]) -> int:
+    """``python -m plugin.eval compare RUN_DIR...``."""
     parser = argparse.ArgumentParser(prog="python -m plugin.eval compare",
                                      description="Evaluated runs side by side; the first is the reference (e.g. the "
                                                  "base model or LoRA).")

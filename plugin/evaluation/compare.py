@@ -1,6 +1,6 @@
-"""Evaluated runs side by side (base vs adapters), each task's score
-with its stderr, and each run's paired difference from the first on the items both scored (``paired_difference``: both runs answered the same questions, so the per-item differences give a far tighter
-error than two unpaired stderrs)."""
+"""Evaluated runs side by side (base vs adapters): each task's score with its stderr, and each run's paired
+difference from the first on the items both scored (``statistics.paired_difference``: both runs answered the same
+questions, so the per-item differences give a far tighter error than two unpaired stderrs)."""
 
 from __future__ import annotations
 
