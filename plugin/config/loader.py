@@ -190,10 +190,21 @@ def _check_values(cfg: TrainConfig, explicit_keys: list[str]) -> None:
     for name in positive:
         if getattr(cfg, name) <= 0:
             raise UserError(f"{name} must be > 0, got {getattr(cfg, name)}")
-    if not 0 <= cfg.lora_dropout < 1:
-        raise UserError(f"lora_dropout must be in [0, 1), got {cfg.lora_dropout}")
-    if cfg.learning_rate <= 0:
-        raise UserError(f"learning_rate must be > 0, got {cfg.learning_rate}")
+    # lora_alpha 0 would leave every B at exactly zero: an adapter that learns nothing, silently
+    for name in ("lora_alpha", "learning_rate", "adam_epsilon"):
+        if getattr(cfg, name) <= 0:
+            raise UserError(f"{name} must be > 0, got {getattr(cfg, name)}")
+    for name in ("weight_decay", "max_grad_norm", "num_epochs"):
+        if getattr(cfg, name) < 0:
+            raise UserError(f"{name} must be >= 0, got {getattr(cfg, name)}")
+    for name in ("lora_dropout", "adam_beta1", "adam_beta2"):
+        if not 0 <= getattr(cfg, name) < 1:
+            raise UserError(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
+    if not 0 <= cfg.seed < 2**32:
+        raise UserError(f"seed must be in [0, 2**32 - 1] (numpy's range), got {cfg.seed}")
+    for name in ("save_total_limit", "max_samples"):
+        if getattr(cfg, name) is not None and getattr(cfg, name) <= 0:
+            raise UserError(f"{name} must be > 0, got {getattr(cfg, name)}")
     if not 0 <= cfg.warmup_ratio < 1:
         raise UserError(f"warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}")
     if cfg.warmup_steps is not None and (cfg.warmup_steps < 0 or cfg.warmup_ratio):
@@ -284,6 +295,26 @@ def parse_override(args: list[str]) -> dict:
     return out
 
 
+class DuplicateKey(ValueError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load``, except that a key written twice in one mapping is an error: YAML keeps the last one
+    silently, so a second ``datasets:`` would train only its list."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in seen and key != "<<":
+                raise DuplicateKey(f"key '{key}' is written twice in one mapping (lines {seen[key]} and {line}); "
+                                   "keep one")
+            seen.setdefault(key, line)
+        return super().construct_mapping(node, deep)
+
+
 def load_config(path: str | os.PathLike | None, overrides: dict | None = None) -> TrainConfig:
     """Read, alias, type-check and validate a training YAML (plus command-line overrides)."""
     raw: dict = {}
@@ -292,7 +323,9 @@ def load_config(path: str | os.PathLike | None, overrides: dict | None = None) -
         if not p.is_file():
             raise UserError(f"config file not found: {p}")
         try:
-            raw = yaml.safe_load(p.read_text()) or {}
+            raw = yaml.load(p.read_text(), Loader=_UniqueKeyLoader) or {}  # noqa: S506 (a SafeLoader)
+        except DuplicateKey as err:
+            raise UserError(f"{p}: {err}") from None
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f" (line {mark.line + 1})" if mark else ""

@@ -116,6 +116,9 @@ class TrainConfig:
                                               factory=list)
     val_set_size: float = option("data", 0.0, "fraction (< 1) or number of rows held out for eval loss")
     sequence_len: int = option("data", 1024, "longest row in tokens")
+    excess_length_strategy: Literal["drop", "truncate", "raise"] = option(
+        "data", "drop", "a chat or alpaca row whose trained tokens do not fit sequence_len: drop it, truncate it, or "
+        "stop (Axolotl's key); counted on stderr. Text documents are split into sequence_len chunks instead")
     sample_packing: bool = option("data", False, "pack several rows into each sequence (TRL best-fit packing)")
     train_on_inputs: bool = option("data", False, "false: loss on the roles_to_train turns only; true: every token")
     max_samples: Optional[int] = option("data", None, "rows taken from each dataset without its own max_samples")

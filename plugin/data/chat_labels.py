@@ -19,8 +19,16 @@ IGNORE = -100
 _END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "</s>")
 
 
+# Axolotl's message_field_training: a message's own ``training: true/false`` overrides roles_to_train for it
+TRAINING_FIELD = "training"
+
+
 class RowProblem(ValueError):
-    """What is wrong with one row; the caller names the row."""
+    """What is wrong with one row; the caller names the row and stops."""
+
+
+class EmptyRow(RowProblem):
+    """A row with nothing to train (an empty chat, answer or document): dropped and counted, not an error."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,10 @@ class LabelPolicy:
     train_on_eos: str = "turn"  # turn: each trained turn's; last: the conversation's last; all; none
     train_on_inputs: bool = False  # every token trained
     eot_tokens: tuple[str, ...] = ()  # Axolotl's eot_tokens: the markers that close a turn (default: common ones)
+
+    def trains(self, message: dict) -> bool:
+        """Whether the message's own text is trained: its ``training`` flag, else its role."""
+        return message.get(TRAINING_FIELD, message["role"] in self.roles_to_train)
 
 
 def _render(tokenizer, conversations: list[list[dict]], add_generation_prompt: bool, template: str | None,
@@ -48,9 +60,21 @@ def _end_of_turn(text: str, start: int, end: int, markers: tuple[str, ...]) -> t
     return min(found) if found else (end, end)
 
 
+def _content_end(text: str, content, start: int, end: int) -> int:
+    """Where the message's own text ends in the rendered turn (templates may trim it), else ``start``: the turn's
+    end-of-turn marker is looked for after it, so an answer that mentions ``</s>`` or ``<|im_end|>`` is trained
+    whole."""
+    for candidate in (content, content.strip()) if isinstance(content, str) else ():
+        at = text.find(candidate, start, end) if candidate else -1
+        if at >= 0:
+            return at + len(candidate)
+    return start
+
+
 def turn_spans(tokenizer, messages: list[dict], template: str | None = None, tools: list | None = None,
                eot_tokens: tuple[str, ...] = ()) -> tuple[str, list[tuple]]:
-    """Render ``messages``; return the text and per turn (role, body_start, body_end, eot_start, eot_end) in chars."""
+    """Render ``messages``; return the text and per turn (message, body_start, body_end, eot_start, eot_end) in
+    chars."""
     prefixes = _render(tokenizer, [messages[: i + 1] for i in range(len(messages))], False, template, tools)
     text = prefixes[-1]
     answered = [i for i, m in enumerate(messages) if m["role"] == "assistant" and i > 0]
@@ -71,17 +95,28 @@ def turn_spans(tokenizer, messages: list[dict], template: str | None = None, too
         elif isinstance(message.get("content"), str) and message["content"]:
             found = text.find(message["content"], start, end)
             body = found if found >= 0 else start
-        eot = _end_of_turn(text, body, end, markers)
-        spans.append((message["role"], body, eot[0], eot[0], eot[1]))
+        eot = _end_of_turn(text, _content_end(text, message.get("content"), body, end), end, markers)
+        unrendered = [name for name in _tool_call_names(message) if name not in text[body:eot[0]]]
+        if unrendered:
+            raise RowProblem(f"the chat template does not render message {i}'s tool_calls ({unrendered[0]}), so it "
+                             "would train as an empty turn; use a template that renders them (e.g. chat_template: "
+                             "qwen2_5 or llama3)")
+        spans.append((message, body, eot[0], eot[0], eot[1]))
         start = end
     return text, spans
+
+
+def _tool_call_names(message: dict) -> list[str]:
+    calls = message.get("tool_calls") or []
+    return [c["function"]["name"] for c in calls if isinstance(c, dict) and isinstance(c.get("function"), dict)
+            and isinstance(c["function"].get("name"), str)]
 
 
 def trained_char_ranges(spans: list[tuple], policy: LabelPolicy) -> list[tuple[int, int]]:
     last = len(spans) - 1
     ranges = []
-    for index, (role, body_start, body_end, eot_start, eot_end) in enumerate(spans):
-        trained = role in policy.roles_to_train
+    for index, (message, body_start, body_end, eot_start, eot_end) in enumerate(spans):
+        trained = policy.trains(message)
         if trained:
             ranges.append((body_start, body_end))
         eos = policy.train_on_eos

@@ -9,6 +9,7 @@ held as Python objects.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import sys
@@ -17,7 +18,8 @@ from pathlib import Path
 
 from datasets import Dataset, concatenate_datasets, load_dataset, load_from_disk
 
-from .chat_labels import IGNORE, LabelPolicy, RowProblem, label_tokens, render_with_trained_ranges, turn_spans
+from .chat_labels import (IGNORE, TRAINING_FIELD, EmptyRow, LabelPolicy, RowProblem, label_tokens,
+                          render_with_trained_ranges, turn_spans)
 from ..config.loader import DEFAULT_ROLES, TEXT_TYPES, DatasetSpec, TrainConfig
 from ..utils.errors import UserError, first_line
 
@@ -106,9 +108,12 @@ class ChatFormat:
 
 
 def normalise_messages(raw, fmt: ChatFormat, policy: LabelPolicy) -> list[dict]:
-    """A row's chat as OpenAI-style messages; raises RowProblem for what no template can render."""
-    if not isinstance(raw, list) or not raw:
-        raise RowProblem(f"'{fmt.column}' is {'an empty conversation' if raw == [] else 'not a list of messages'}")
+    """A row's chat as OpenAI-style messages; raises RowProblem for what no template can render, EmptyRow for a row
+    with nothing to train."""
+    if raw is None or raw == []:
+        raise EmptyRow("an empty chat")
+    if not isinstance(raw, list):
+        raise RowProblem(f"'{fmt.column}' is not a list of messages")
     renamed = {theirs: ours for ours, theirs in fmt.properties.items()}
     messages = []
     for number, message in enumerate(raw):
@@ -121,24 +126,50 @@ def normalise_messages(raw, fmt: ChatFormat, policy: LabelPolicy) -> list[dict]:
             raise RowProblem(f"message {number} has unknown role {out.get('role')!r} (known: "
                              f"{', '.join(fmt.role_of)}); map it with the dataset's 'roles:' key")
         content = out.get("content")
+        if isinstance(content, (int, float)) and not isinstance(content, bool):
+            out["content"] = content = str(content)  # a number is its text
         if not isinstance(content, str) and not (role == "assistant" and out.get("tool_calls")):
             raise RowProblem(f"message {number} ({role}) has no text '{fmt.properties['content']}'")
+        if not isinstance(out.get(TRAINING_FIELD, False), bool):
+            raise RowProblem(f"message {number}: '{TRAINING_FIELD}' must be true or false, got {out[TRAINING_FIELD]!r}")
         messages.append({**out, "role": role})
     if fmt.drop_system_message and messages[0]["role"] == "system":
         messages = messages[1:]
     if not policy.train_on_inputs and not any(m["role"] in policy.roles_to_train for m in messages):
         raise RowProblem(f"no {'/'.join(policy.roles_to_train)} turn to train on")
+    if any(policy.trains(m) and not m.get("tool_calls") and not (m.get("content") or "").strip() for m in messages):
+        raise EmptyRow("an empty or whitespace-only answer")
     return messages
+
+
+def _text_value(row: dict, column: str | None) -> str:
+    """A text field: a string, or a number as its text (``0`` stays ``0``); missing or null is ``""``. Anything else
+    (a mapping, a list, true/false) would train as Python's repr of it: refused, naming the field."""
+    value = row.get(column) if column else None
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise RowProblem(f"'{column}' is {type(value).__name__} {json.dumps(value, default=str)[:60]}, not text; "
+                     "store it as a string (e.g. JSON text) in the data")
 
 
 def _alpaca_messages(row: dict, spec: DatasetSpec) -> list[dict]:
     """Instruction (+ input) -> output, after the system prompt and earlier [prompt, answer] pairs if given."""
-    messages = [{"role": "system", "content": row[spec.field_system]}] if spec.field_system and row.get(spec.field_system) else []
+    system = _text_value(row, spec.field_system)
+    messages = [{"role": "system", "content": system}] if system.strip() else []
     for prompt, answer in (row.get(spec.field_history) or []) if spec.field_history else []:
         messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
-    extra = row.get(spec.field_input)
-    prompt = row[spec.field_instruction] + (f"\n\n{extra}" if extra else "")
-    return [*messages, {"role": "user", "content": prompt}, {"role": "assistant", "content": row[spec.field_output]}]
+    instruction, extra, output = (_text_value(row, c) for c in (spec.field_instruction, spec.field_input,
+                                                                 spec.field_output))
+    prompt = "\n\n".join(part for part in (instruction, extra) if part.strip())  # LLaMA-Factory: prompt + query
+    if not prompt:
+        raise EmptyRow(f"an empty '{spec.field_instruction}' and '{spec.field_input}'")
+    if not output.strip():
+        raise EmptyRow(f"an empty '{spec.field_output}'")
+    return [*messages, {"role": "user", "content": prompt}, {"role": "assistant", "content": output}]
 
 
 @dataclass(frozen=True)
@@ -151,6 +182,7 @@ class Preparation:
     policy: LabelPolicy
     max_length: int
     template: str | None
+    excess_length: str = "drop"  # Axolotl's excess_length_strategy for rows whose trained tokens do not fit
 
     def text_and_ranges(self, row: dict) -> tuple[str, list[tuple[int, int]]]:
         """A chat or alpaca row rendered, with the character ranges that are trained."""
@@ -162,36 +194,83 @@ class Preparation:
         tools = json.loads(tools) if isinstance(tools, str) else tools
         return render_with_trained_ranges(self.tokenizer, messages, self.policy, self.template, tools or None)
 
-    def _text_rows(self, texts: list[str]) -> list[list[int]]:
+    def _documents(self, rows: list[dict], indices: list[int]) -> dict:
+        """Plain text: every token trained; a document longer than sequence_len is split into chunks (Axolotl's
+        completion format), all of them trained, EOS after the last."""
+        out = _Rows()
+        texts = []
+        for index, row in zip(indices, rows):
+            try:
+                text = _text_value(row, self.spec.field)
+            except RowProblem as err:
+                out.add(index, problem=str(err))
+                continue
+            if text.strip():
+                texts.append((index, text))
+            else:
+                out.add(index, problem=f"{DROPPED}an empty document")
         eos = self.tokenizer.eos_token
-        ids = self.tokenizer(texts)["input_ids"]
-        return [i + [self.tokenizer.eos_token_id] if not t.endswith(eos) else i for i, t in zip(ids, texts)]  # as TRL
+        encoded = self.tokenizer([text for _, text in texts])["input_ids"] if texts else []
+        for (index, text), ids in zip(texts, encoded):
+            ids = ids + [self.tokenizer.eos_token_id] if not text.endswith(eos) else ids  # as TRL
+            for start in range(0, len(ids), self.max_length):
+                out.add(index, ids[start: start + self.max_length])
+        return out.columns
 
-    def __call__(self, batch: dict) -> dict:
+    def _chats(self, rows: list[dict], indices: list[int]) -> dict:
+        rendered = []
+        for row in rows:
+            try:
+                rendered.append((*self.text_and_ranges(row), ""))
+            except EmptyRow as err:
+                rendered.append(("", [], f"{DROPPED}{err}"))
+            except RowProblem as err:
+                rendered.append(("", [], str(err)))
+            except Exception as err:  # a template that raises on this row (Jinja's raise_exception, bad types)
+                rendered.append(("", [], f"the chat template failed on it: {first_line(err, 200)}"))
+        # one call for the whole batch: the tokenizer's Rust side does the work
+        tokens = self.tokenizer([text for text, _, _ in rendered], add_special_tokens=False,
+                                return_offsets_mapping=True)
+        out = _Rows()
+        for index, ids, offsets, (_, ranges, problem) in zip(indices, tokens["input_ids"], tokens["offset_mapping"],
+                                                             rendered):
+            if problem:
+                out.add(index, problem=problem)
+                continue
+            labels = label_tokens(ids, offsets, ranges)
+            trained = [at for at, label in enumerate(labels) if label != IGNORE]
+            if not trained:
+                out.add(index, problem=f"{DROPPED}no trained token")
+            elif trained[-1] < self.max_length:  # all that is trained fits (an untrained tail may be cut)
+                out.add(index, ids[: self.max_length], labels[: self.max_length])
+            elif self.excess_length == "raise":
+                out.add(index, problem=f"is {len(ids)} tokens and trains tokens past sequence_len {self.max_length}; "
+                                       "raise sequence_len, or set excess_length_strategy: drop or truncate")
+            elif self.excess_length == "drop" or trained[0] >= self.max_length:
+                out.add(index, problem=f"{DROPPED}longer than sequence_len {self.max_length}")
+            else:
+                out.add(index, ids[: self.max_length], labels[: self.max_length], truncated=True)
+        return out.columns
+
+    def __call__(self, batch: dict, indices: list[int]) -> dict:
         rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
-        if self.spec.type in TEXT_TYPES:
-            encoded = [(ids, list(ids), "") for ids in self._text_rows([row[self.spec.field] for row in rows])]
-        else:
-            rendered = []
-            for row in rows:
-                try:
-                    rendered.append((*self.text_and_ranges(row), ""))
-                except RowProblem as err:
-                    rendered.append(("", [], str(err)))
-                except Exception as err:  # a template that raises on this row (Jinja's raise_exception, bad types)
-                    rendered.append(("", [], f"the chat template failed on it: {first_line(err, 200)}"))
-            # one call for the whole batch: the tokenizer's Rust side does the work
-            tokens = self.tokenizer([text for text, _, _ in rendered], add_special_tokens=False,
-                                    return_offsets_mapping=True)
-            encoded = [(ids, label_tokens(ids, offsets, ranges), problem) for ids, offsets, (_, ranges, problem)
-                       in zip(tokens["input_ids"], tokens["offset_mapping"], rendered)]
-        out = {"input_ids": [], "labels": [], "problem": []}
-        for ids, labels, problem in encoded:
-            labels = labels[: self.max_length]
-            out["input_ids"].append(ids[: self.max_length])
-            out["labels"].append(labels)
-            out["problem"].append(problem or ("" if any(label != IGNORE for label in labels) else "drop"))
-        return out
+        return (self._documents if self.spec.type in TEXT_TYPES else self._chats)(rows, indices)
+
+
+DROPPED = "drop:"  # a problem starting so: the row has nothing (left) to train and is dropped, counted on stderr
+
+
+class _Rows:
+    """The prepared rows of one batch: tokens and labels, or why the source row (``row``) is dropped or refused."""
+
+    def __init__(self):
+        self.columns = {"input_ids": [], "labels": [], "row": [], "problem": [], "truncated": []}
+
+    def add(self, row: int, ids: list[int] | None = None, labels: list[int] | None = None, problem: str = "",
+            truncated: bool = False) -> None:
+        for key, value in (("input_ids", ids or []), ("labels", ids if labels is None else labels), ("row", row),
+                           ("problem", problem), ("truncated", truncated)):
+            self.columns[key].append(value if value is not None else [])
 
 
 def _num_proc(rows: int, requested: int | None) -> int | None:
@@ -201,10 +280,46 @@ def _num_proc(rows: int, requested: int | None) -> int | None:
     return wanted if wanted > 1 else None
 
 
+def _first_rows(rows: list[int]) -> str:
+    return ", ".join(map(str, rows[:5])) + (", ..." if len(rows) > 5 else "")
+
+
+def _report(path: str, data: Dataset, total: int, max_length: int) -> Dataset:
+    """Stop on a refused row; say on stderr what was dropped (by reason), truncated and split; keep the rest."""
+    problems, rows = data.data.column("problem").to_pylist(), data.data.column("row").to_pylist()
+    refused = next((at for at, p in enumerate(problems) if p and not p.startswith(DROPPED)), None)
+    if refused is not None:
+        raise UserError(f"dataset {path} row {rows[refused]} (counting from 0): {problems[refused]}")
+    dropped: dict[str, list[int]] = {}
+    for problem, row in zip(problems, rows):
+        if problem:
+            dropped.setdefault(problem.removeprefix(DROPPED), []).append(row)
+    if sum(map(len, dropped.values())) == total:
+        raise UserError(f"dataset {path}: no row is left to train ({'; '.join(f'{len(r)} with {why}' for why, r in dropped.items())}); "
+                        "check the data, sequence_len and roles_to_train")
+    for why, which in dropped.items():
+        print(f"dataset {path}: dropped {len(which)} of {total} rows with {why} (rows {_first_rows(which)})",
+              file=sys.stderr, flush=True)
+    truncated = [row for row, cut in zip(rows, data.data.column("truncated").to_pylist()) if cut]
+    if truncated:
+        print(f"dataset {path}: truncated {len(truncated)} of {total} rows to sequence_len {max_length}, their "
+              f"trained tokens past it not trained (rows {_first_rows(truncated)})", file=sys.stderr, flush=True)
+    chunks = collections.Counter(row for row, problem in zip(rows, problems) if not problem)
+    split = [row for row, count in chunks.items() if count > 1]
+    if split:
+        print(f"dataset {path}: split {len(split)} documents longer than sequence_len {max_length} into "
+              f"{sum(chunks[row] for row in split)} rows, all trained (rows {_first_rows(sorted(split))})",
+              file=sys.stderr, flush=True)
+    if dropped:
+        data = data.filter(lambda problem: not problem, input_columns="problem")
+    return data.remove_columns(["problem", "row"])
+
+
 def tokenize_dataset(raw: Dataset, spec: DatasetSpec, tokenizer, policy: LabelPolicy, max_length: int,
-                     template: str | None = None, num_proc: int | None = None) -> Dataset:
-    """Rows -> ``input_ids`` + ``labels``, truncated to ``max_length``; bad rows stop it, untrainable ones are
-    dropped and counted (as TRL and Axolotl drop them, but said)."""
+                     template: str | None = None, num_proc: int | None = None, excess_length: str = "drop") -> Dataset:
+    """Rows -> ``input_ids`` + ``labels`` (and ``truncated``), within ``max_length``; bad rows stop it, rows with
+    nothing to train are dropped and counted, long ones dropped, truncated or refused per ``excess_length``, long
+    documents split."""
     required = ((spec.field,) if spec.type in TEXT_TYPES else
                 (spec.field_instruction, spec.field_output) if spec.type == "alpaca" else None)
     fmt = None if required else ChatFormat.of(spec, raw.column_names)
@@ -218,24 +333,10 @@ def tokenize_dataset(raw: Dataset, spec: DatasetSpec, tokenizer, policy: LabelPo
         raw = raw.select(range(min(spec.max_samples, len(raw))))
     if len(raw) == 0:
         raise UserError(f"dataset {spec.path} is empty")
-    prepare = Preparation(tokenizer, spec, fmt, policy, max_length, template)
-    data = raw.map(prepare, batched=True, batch_size=256, remove_columns=raw.column_names,
+    prepare = Preparation(tokenizer, spec, fmt, policy, max_length, template, excess_length)
+    data = raw.map(prepare, batched=True, batch_size=256, with_indices=True, remove_columns=raw.column_names,
                    num_proc=_num_proc(len(raw), num_proc), desc=f"Tokenizing {Path(spec.path).name}")
-    problems = data.data.column("problem").to_pylist()
-    dropped = [i for i, p in enumerate(problems) if p == "drop"]
-    bad = next((i for i, p in enumerate(problems) if p and p != "drop"), None)
-    if bad is not None:
-        raise UserError(f"dataset {spec.path} row {bad} (counting from 0): {problems[bad]}")
-    if len(dropped) == len(data):
-        raise UserError(f"dataset {spec.path}: no row keeps a trained token within sequence_len {max_length}; "
-                        "raise sequence_len or check roles_to_train")
-    if dropped:
-        print(f"dataset {spec.path}: dropped {len(dropped)} of {len(data)} rows with no trained token within "
-              f"sequence_len {max_length} (rows {', '.join(map(str, dropped[:5]))}{', ...' if len(dropped) > 5 else ''})",
-              file=sys.stderr, flush=True)
-        keep = set(dropped)
-        data = data.select([i for i in range(len(data)) if i not in keep])
-    return data.remove_columns("problem")
+    return _report(spec.path, data, len(raw), max_length)
 
 
 def label_policy(spec: DatasetSpec, cfg: TrainConfig) -> LabelPolicy:
@@ -282,9 +383,19 @@ def drop_duplicate_rows(data: Dataset) -> Dataset:
     return data.select(keep)
 
 
-def load_training_data(cfg: TrainConfig, tokenizer) -> tuple[Dataset, Dataset | None]:
+def _note_repeated_datasets(specs: list[DatasetSpec]) -> None:
+    """Axolotl allows a dataset listed twice (to upsample it): it is trained twice, which is said."""
+    seen = collections.Counter((spec.path, spec.name, spec.split, spec.type, spec.field_messages, spec.field)
+                               for spec in specs)
+    for (path, *_), count in seen.items():
+        if count > 1:
+            print(f"note: dataset {path} is listed {count} times with the same settings: its rows are trained "
+                  f"{count} times per epoch (upsampling); list it once to train it once", file=sys.stderr)
+
+
+def load_training_data(cfg: TrainConfig, tokenizer, keep_marks: bool = False) -> tuple[Dataset, Dataset | None]:
     """The training (and held-out: ``test_datasets``, else ``val_set_size``) rows exactly as the trainer sees them:
-    ``input_ids`` and ``labels``."""
+    ``input_ids`` and ``labels`` (and, with ``keep_marks``, whether a row was ``truncated``: --preview-data)."""
     template = training_template(tokenizer) if tokenizer.chat_template else None
     unknown = [t for t in cfg.eot_tokens or () if t not in tokenizer.get_vocab()]
     if unknown:
@@ -300,13 +411,15 @@ def load_training_data(cfg: TrainConfig, tokenizer) -> tuple[Dataset, Dataset | 
             if spec.type not in TEXT_TYPES and not tokenizer.chat_template:
                 raise UserError(f"dataset {spec.path} is a chat ('{spec.type}') but the tokenizer has no chat "
                                 "template; set chat_template: chatml")
-            return tokenize_dataset(_load_raw(spec), spec, tokenizer, label_policy(spec, cfg), cfg.sequence_len,
-                                    template, cfg.dataset_processes)
+            data = tokenize_dataset(_load_raw(spec), spec, tokenizer, label_policy(spec, cfg), cfg.sequence_len,
+                                    template, cfg.dataset_processes, cfg.excess_length_strategy)
+            return data if keep_marks else data.remove_columns("truncated")
 
     def build(specs: list[DatasetSpec]) -> Dataset:
         parts = [tokenize(spec) for spec in specs]
         return concatenate_datasets(parts) if len(parts) > 1 else parts[0]
 
+    _note_repeated_datasets(cfg.datasets)
     data = build(cfg.datasets)
     if cfg.dataset_exact_deduplication:
         data = drop_duplicate_rows(data)

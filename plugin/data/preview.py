@@ -35,7 +35,7 @@ def preview_data(cfg: TrainConfig, rows: int, as_json: bool = False, out=None) -
         raise UserError(f"--preview-data needs a number of rows > 0, got {rows}")
     out = out or sys.stdout
     tokenizer = tokenizer_for(cfg)
-    train_data, _ = load_training_data(cfg, tokenizer)
+    train_data, _ = load_training_data(cfg, tokenizer, keep_marks=True)
     color = not as_json and out.isatty()
     if not as_json and cfg.task == "sequence_classification":
         print(f"{len(train_data)} training rows, each with its label\n", file=out)
@@ -48,9 +48,11 @@ def preview_data(cfg: TrainConfig, rows: int, as_json: bool = False, out=None) -
             print(json.dumps({"row": index, "input_ids": ids, "label": labels}) if as_json else
                   f"--- row {index}: {len(ids)} tokens, label {labels} ---\n{tokenizer.decode(ids)}", file=out)
             continue
+        truncated = row.get("truncated", False)
         if as_json:
-            print(json.dumps({"row": index, "input_ids": ids, "labels": labels}), file=out)
+            print(json.dumps({"row": index, "input_ids": ids, "labels": labels, "truncated": truncated}), file=out)
             continue
         trained = sum(label != IGNORE for label in labels)
-        print(f"--- row {index}: {len(ids)} tokens, {trained} trained ---", file=out)
+        cut = f", truncated to sequence_len {cfg.sequence_len}" if truncated else ""
+        print(f"--- row {index}: {len(ids)} tokens, {trained} trained{cut} ---", file=out)
         print(marked_text(tokenizer, ids, labels, color), file=out)
