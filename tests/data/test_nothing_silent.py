@@ -126,6 +126,11 @@ def test_empty_chats_answers_and_documents_are_dropped_and_counted(tiny_model_di
     data, _ = prepared(tmp_path, tiny_model_dir, [{"text": "Some text."}, {"text": None}, {"text": " "}, {"text": 42}],
                        {"type": "text"})
     assert len(data) == 2 and "dropped 2 of 4 rows with an empty document (rows 1, 2)" in capfd.readouterr().err
+    sharegpt = [{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": answer}]}
+                for answer in ("Hello.", " ", 7)]
+    data, tok = prepared(tmp_path, tiny_model_dir, sharegpt, {"type": "sharegpt"})
+    assert [trained_text(tok, r["input_ids"], r["labels"]) for r in data] == ["Hello.<|im_end|>", "7<|im_end|>"]
+    assert "dropped 1 of 3 rows with an empty or whitespace-only answer (rows 1)" in capfd.readouterr().err
     with pytest.raises(UserError, match="row 0 \\(counting from 0\\): 'text' is dict"):
         prepared(tmp_path, tiny_model_dir, [{"text": {"a": 1}}], {"type": "text"})
     with pytest.raises(UserError, match="no row is left to train \\(1 with an empty or whitespace-only answer\\)"):
