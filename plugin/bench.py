@@ -28,6 +28,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=5, help="timed steps; the median is reported")
     p.add_argument("--generate", type=int, default=0,
                    help="time generation of this many new tokens (inference) instead of a training step")
+    p.add_argument("--mixed", type=int, default=1, metavar="K",
+                   help="with --generate: each model holds K adapters of its method and the batch's rows are spread "
+                        "over them (PEFT's adapter_names: a server batching requests for several adapters); compare "
+                        "with the same command without --mixed")
     p.add_argument("--layer_only", action="store_true",
                    help="time one FFN-shaped layer with its adapter instead of the whole model")
     p.add_argument("--load_in_4bit", action="store_true",

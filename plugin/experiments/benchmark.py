@@ -128,6 +128,8 @@ def _build_step(method: str, args, device: str):
     else:
         model = LlamaForCausalLM(_llama_config(args)).to(device)
     model = get_peft_model(model, _peft_config(method, args.rank, args.experts, args.targets.split(",")))
+    for k in range(1, args.mixed):  # --mixed K: K adapters of the method, the batch's rows spread over them
+        model.add_adapter(f"adapter{k}", _peft_config(method, args.rank, args.experts, args.targets.split(",")))
     if method == "mor_naive":
         _use_naive_mor(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)  # before a merge folds it away
@@ -139,11 +141,13 @@ def _build_step(method: str, args, device: str):
     ids = torch.randint(0, args.vocab, (args.batch, args.seq), device=device)
     if args.generate:
         model.eval()
+        names = ["default", *(f"adapter{k}" for k in range(1, args.mixed))]
+        mixed = {"adapter_names": [names[row % len(names)] for row in range(args.batch)]} if args.mixed > 1 else {}
 
         def step():
             with torch.no_grad():
                 model.generate(input_ids=ids, max_new_tokens=args.generate, min_new_tokens=args.generate,
-                               do_sample=False, pad_token_id=0)
+                               do_sample=False, pad_token_id=0, **mixed)
     else:
         model.train()
 
@@ -334,6 +338,10 @@ def run(args) -> int:
           + (f", {args.engine} on {args.processes} processes" if args.engine else ""))
     if args.engine and (args.generate or args.layer_only):
         raise UserError("--engine measures training of the whole model: drop --generate / --layer_only")
+    if args.mixed != 1 and (not args.generate or args.mixed < 1 or args.mixed > args.batch
+                            or "mplora_merged" in methods):
+        raise UserError(f"--mixed {args.mixed}: K adapters in one generated batch needs --generate, 1 <= K <= --batch "
+                        f"({args.batch}), and no mplora_merged (a merged model holds one adapter)")
     if args.load_in_4bit and not args.model_dir:
         import tempfile
 

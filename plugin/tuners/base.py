@@ -6,14 +6,17 @@ the way PEFT's own tuners are laid out (``peft/tuners/<method>/{config,layer,mod
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import warnings
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 import torch
 from peft.config import PeftConfig
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer, check_adapters_to_merge
+from peft.utils.other import AuxiliaryTrainingWrapper
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
@@ -36,9 +39,11 @@ class LowRankConfig(PeftConfig):
     )
     layers_to_transform: Optional[Union[list[int], int]] = field(default=None)
     layers_pattern: Optional[Union[list[str], str]] = field(default=None)
-    init_weights: bool = field(
+    init_weights: Union[bool, Literal["gaussian"]] = field(
         default=True,
-        metadata={"help": "True: the paper's init (identity at start). False: small random values everywhere (tests)."},
+        metadata={"help": "True: the paper's init (identity at start; A kaiming-uniform as LoRA's). 'gaussian': the "
+                          "same with A ~ normal(0, 1/r), LoRA's 'gaussian'. False: small random values everywhere "
+                          "(tests)."},
     )
 
     # set by each subclass: the PeftType member name
@@ -59,6 +64,10 @@ class LowRankConfig(PeftConfig):
             raise ValueError(f"r must be a positive integer, got {self.r!r}")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+        if not (isinstance(self.init_weights, bool) or self.init_weights == "gaussian"):
+            raise ValueError(f"init_weights must be True, False or 'gaussian', got {self.init_weights!r}: of LoRA's "
+                             "init_lora_weights choices, PiSSA, OLoRA, EVA, CorDA and LoftQ are not implemented for "
+                             "these methods")
 
     def aux_loss_weights(self, step: int) -> dict[str, float]:
         """Weight of each auxiliary loss term at optimiser step ``step`` (terms missing here are not added)."""
@@ -68,6 +77,11 @@ class LowRankConfig(PeftConfig):
     def _check_positive_int(name: str, value: Any) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _inject_adapter_names(module, args, kwargs, adapter_names):
+    kwargs["adapter_names"] = adapter_names
+    return args, kwargs
 
 
 def in_out_features(layer: nn.Module) -> tuple[int, int]:
@@ -200,9 +214,14 @@ class LowRankLayer(nn.Module, BaseTunerLayer):
         """Create the method's own per-adapter parameters (beyond A and B)."""
 
     @torch.no_grad()
-    def reset_parameters(self, adapter_name: str, init_weights: bool) -> None:
-        # A like PEFT LoRA's A; B zero so the adapter starts as identity
-        nn.init.kaiming_uniform_(self.lora_A_dict[adapter_name].weight, a=math.sqrt(5))
+    def reset_parameters(self, adapter_name: str, init_weights: bool | str) -> None:
+        # A like PEFT LoRA's A (kaiming-uniform, or normal(0, 1/r) for 'gaussian'); B zero so the adapter starts as
+        # identity
+        a = self.lora_A_dict[adapter_name].weight
+        if init_weights == "gaussian":
+            nn.init.normal_(a, std=1 / self.r[adapter_name])
+        else:
+            nn.init.kaiming_uniform_(a, a=math.sqrt(5))
         b = self.lora_B_dict[adapter_name].weight
         if init_weights:
             nn.init.zeros_(b)
@@ -250,16 +269,37 @@ class LowRankLayer(nn.Module, BaseTunerLayer):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        adapter_names = kwargs.pop("adapter_names", None)
         if self.disable_adapters:
             if self.merged:
                 self.unmerge()
             return self.base_layer(x, *args, **kwargs)
+        if adapter_names is not None:
+            return self._mixed_batch_forward(x, *args, adapter_names=adapter_names, **kwargs)
         result = self.base_layer(x, *args, **kwargs)
         if self.merged:
             return result
         for name in self.active_adapters:
             if name in self.lora_A_dict:
                 result = self._adapter_output(name, x, result)
+        return result
+
+    def _mixed_batch_forward(self, x: torch.Tensor, *args: Any, adapter_names: list[str], **kwargs: Any) -> torch.Tensor:
+        """PEFT's mixed-adapter batch: row i gets adapter ``adapter_names[i]`` (``"__base__"``: none). One pass per
+        adapter present, over its rows (what a server batching requests for several adapters needs)."""
+        if len(adapter_names) != x.shape[0]:
+            raise ValueError(f"adapter_names has {len(adapter_names)} names for a batch of {x.shape[0]} rows; name "
+                             "one adapter (or \"__base__\") per row")
+        if self.merged:
+            raise ValueError("adapter_names cannot be used while adapters are merged; unmerge them first")
+        result = self.base_layer(x, *args, **kwargs)
+        rows_of: dict[str, list[int]] = {}
+        for row, name in enumerate(adapter_names):
+            rows_of.setdefault(name, []).append(row)
+        for name, rows in rows_of.items():
+            if name in self.lora_A_dict:  # "__base__", and adapters that do not target this layer, keep W x
+                index = torch.tensor(rows, device=x.device)
+                result = result.index_copy(0, index, self._adapter_output(name, x[index], result[index]))
         return result
 
     # ---- auxiliary losses and telemetry ----------------------------------------------------------------------
@@ -319,12 +359,42 @@ class LowRankModel(BaseTuner):
 
     tuner_layer_cls: type[LowRankLayer]
 
+    @contextlib.contextmanager
+    def _enable_peft_forward_hooks(self, *args, **kwargs):
+        """``model(..., adapter_names=[...])`` and ``generate(..., adapter_names=[...])``, as for PEFT's LoRA: each
+        row's adapter is handed to every adapter layer (and modules_to_save wrapper) for this call."""
+        adapter_names = kwargs.pop("adapter_names", None)
+        if adapter_names is None:
+            yield
+            return
+        if self.training:
+            raise ValueError("Cannot pass `adapter_names` when the model is in training mode.")  # LoRA's wording
+        known = {name for layer in self.modules() if isinstance(layer, LowRankLayer) for name in layer.lora_A_dict}
+        unknown = sorted({name for name in adapter_names if name != "__base__"} - known)
+        if unknown:
+            raise ValueError(f"Trying to infer with non-existing adapter(s): {', '.join(unknown)}")
+        num_beams = kwargs.get("num_beams")
+        if isinstance(num_beams, int) and num_beams > 1:  # generate repeats each row once per beam
+            adapter_names = [name for name in adapter_names for _ in range(num_beams)]
+        hook = functools.partial(_inject_adapter_names, adapter_names=adapter_names)
+        handles = [module.register_forward_pre_hook(hook, with_kwargs=True) for module in self.modules()
+                   if isinstance(module, (LowRankLayer, AuxiliaryTrainingWrapper))]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
     def _create_and_replace(self, config, adapter_name, target, target_name, parent, current_key, **kwargs):
         if isinstance(target, self.tuner_layer_cls):
             target.update_layer(adapter_name, config)
             return
         base = target.get_base_layer() if isinstance(target, BaseTunerLayer) else target
         in_out_features(base)  # raises a clear TypeError for unsupported layers
+        if isinstance(base, Conv1D) and not config.fan_in_fan_out:  # as PEFT's LoRA does, in its words
+            warnings.warn("fan_in_fan_out is set to False but the target module is `Conv1D`. Setting fan_in_fan_out "
+                          "to True.")
+            config.fan_in_fan_out = True
         new_module = self.tuner_layer_cls(target, adapter_name, config, fan_in_fan_out=config.fan_in_fan_out)
         if adapter_name not in self.active_adapters:
             new_module.requires_grad_(False)  # an added adapter is not trainable until set_adapter

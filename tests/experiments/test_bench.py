@@ -22,6 +22,17 @@ def test_generation_rounds_in_one_process_include_the_wide_lora_yardstick(tmp_pa
     assert "| lora_wide |" in capsys.readouterr().out
 
 
+def test_mixed_generation_spreads_the_batch_over_k_adapters(tmp_path, capsys):
+    out = tmp_path / "rows.json"
+    args = ["--generate", "2", "--hidden", "64", "--layers", "1", "--vocab", "128", "--batch", "4", "--seq", "4",
+            "--rank", "2", "--experts", "2", "--warmup", "0", "--steps", "1", "--methods", "lora,mor,loratrf",
+            "--mixed", "3", "--json", str(out)]
+    assert bench_main(args) == 0
+    rows = json.loads(out.read_text())
+    assert [r["method"] for r in rows] == ["lora", "mor", "loratrf"]
+    assert all(row["tokens_per_s"] > 0 for row in rows) and "| mor |" in capsys.readouterr().out
+
+
 def test_repeats_run_in_rounds_and_ratios_pair_each_round(tmp_path, capsys):
     out = tmp_path / "rows.json"
     args = ["--layer_only", "--hidden", "32", "--batch", "1", "--seq", "4", "--rank", "2", "--experts", "2",
@@ -41,6 +52,8 @@ def test_repeats_run_in_rounds_and_ratios_pair_each_round(tmp_path, capsys):
     (["--methods", "lora,mor,lora"], "name lora (the yardstick) and each method once"),
     (["--targets", "up_proj,c_fc"], "--targets: 'c_fc' is not a layer of the benchmark's LLaMA blocks"),
     (["--repeats", "0"], "--repeats must be at least 1"),
+    (["--mixed", "2"], "--mixed 2: K adapters in one generated batch needs --generate"),
+    (["--generate", "2", "--batch", "2", "--mixed", "3"], "1 <= K <= --batch (2)"),
 ])
 def test_bad_arguments_stop_with_one_line_before_any_process_starts(argv, message, capsys):
     with pytest.raises(SystemExit) as stop:
