@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from ..models.loader import resolve_bf16
-from ..models.adapter_io import load_adapter_strict, read_adapter_config, read_adapter_weights
+from ..models.adapter_io import load_model_with_adapter
 from ..utils.errors import UserError, check_writable_folder, first_line
 
 EVAL_DIR = Path(__file__).resolve().parents[2] / "eval"
@@ -170,22 +170,6 @@ def check_task_names(task_manager, tasks: list[str]) -> None:
         raise UserError(f"unknown lm-eval task '{unknown[0]}'{hint}")
 
 
-def load_model_for_eval(base: str, adapter: str | None, load_in_4bit: bool = False, bf16: bool = False):
-    """(model, tokenizer, identity): the base, optionally 4-bit, with the adapter applied by PEFT."""
-    from ..models.loader import load_base_model, load_tokenizer
-
-    identity = {"base_model": base, "adapter": adapter, "load_in_4bit": load_in_4bit, "bf16": bf16}
-    if adapter is not None:  # read and checked before the base model loads: a broken file fails fast
-        identity["adapter_config"] = read_adapter_config(Path(adapter))
-        adapter_state = read_adapter_weights(Path(adapter))
-    tokenizer = load_tokenizer(adapter if adapter and (Path(adapter) / "tokenizer_config.json").is_file() else base)
-    model = load_base_model(base, load_in_4bit=load_in_4bit, bf16=bf16)
-    if adapter is not None:
-        model = load_adapter_strict(model, adapter, identity["adapter_config"], adapter_state)
-    model.eval()
-    return model, tokenizer, identity
-
-
 def run_lm_eval(model, tokenizer, tasks: list[str], include_dir: Path, *, limit=None, batch_size=8, num_fewshot=None,
                 apply_chat_template=False, local_only=False, include_path=()):
     from lm_eval import simple_evaluate
@@ -250,7 +234,7 @@ def evaluate(base, adapter=None, *, suite=None, tasks=None, limit=None, batch_si
     with tempfile.TemporaryDirectory() as include:
         task_names = resolve_tasks(suite, tasks, Path(data_dir) if data_dir else None, Path(include),
                                    bool(include_path))
-        model, tokenizer, identity = load_model_for_eval(base, adapter, load_in_4bit, bf16)
+        model, tokenizer, identity = load_model_with_adapter(base, adapter, load_in_4bit, bf16)
         results = run_lm_eval(model, tokenizer, task_names, Path(include), limit=limit, batch_size=batch_size,
                               num_fewshot=num_fewshot, apply_chat_template=apply_chat_template,
                               local_only=data_dir is not None, include_path=include_path)
@@ -288,5 +272,5 @@ def check_eval_section(spec) -> None:
 def evaluate_from_train_config(cfg, adapter_dir: Path) -> dict:
     """The ``eval:`` section of a training YAML, run on the adapter just trained (its keys are ``evaluate``'s)."""
     settings = {**dataclasses.asdict(cfg.eval), "output": cfg.eval.output or str(adapter_dir / "eval")}
-    return evaluate(cfg.base_model, str(adapter_dir), load_in_4bit=cfg.load_in_4bit, bf16=resolve_bf16(cfg),
+    return evaluate(cfg.base_model, str(adapter_dir), load_in_4bit=cfg.load_in_4bit, bf16=resolve_bf16(cfg.bf16),
                     **settings)

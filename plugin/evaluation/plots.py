@@ -80,14 +80,14 @@ def router_gates_on_texts(out_dir: Path, layer: str | None, texts: list[str]):
     import torch
 
     from ..tuners.auxiliary import adapter_layers
-    from .harness import load_model_for_eval
+    from ..models.adapter_io import load_model_with_adapter
     from ..tuners.mor import MoRLayer
 
     resolved = out_dir / "resolved_config.yaml"
     if not resolved.is_file():
         raise UserError(f"{out_dir} has no resolved_config.yaml; pass a training output_dir of plugin.train")
     cfg = yaml.safe_load(resolved.read_text())
-    model, tokenizer, _ = load_model_for_eval(cfg["base_model"], str(out_dir), cfg.get("load_in_4bit", False))
+    model, tokenizer, _ = load_model_with_adapter(cfg["base_model"], str(out_dir), cfg.get("load_in_4bit", False))
     layers = dict(adapter_layers(model, MoRLayer))
     if not layers:
         return None, None

@@ -78,3 +78,20 @@ def load_adapter_strict(model, adapter: str, config: dict, state: dict):
         raise UserError(f"adapter {adapter} does not load completely: {'; '.join(p for p in parts if p)}; "
                         f"is its peft_type ({config['peft_type']}) the method it was trained with?")
     return model
+
+
+def load_model_with_adapter(base: str, adapter: str | None, load_in_4bit: bool = False, bf16: bool = False):
+    """(model, tokenizer, identity): the base, optionally 4-bit, with the adapter applied by PEFT and checked to load
+    completely; the tokenizer is the adapter folder's where it has one (a training run saves it), else the base's."""
+    from .loader import load_base_model, load_tokenizer
+
+    identity = {"base_model": base, "adapter": adapter, "load_in_4bit": load_in_4bit, "bf16": bf16}
+    if adapter is not None:  # read and checked before the base model loads: a broken file fails fast
+        identity["adapter_config"] = read_adapter_config(Path(adapter))
+        adapter_state = read_adapter_weights(Path(adapter))
+    tokenizer = load_tokenizer(adapter if adapter and (Path(adapter) / "tokenizer_config.json").is_file() else base)
+    model = load_base_model(base, load_in_4bit=load_in_4bit, bf16=bf16)
+    if adapter is not None:
+        model = load_adapter_strict(model, adapter, identity["adapter_config"], adapter_state)
+    model.eval()
+    return model, tokenizer, identity

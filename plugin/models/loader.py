@@ -76,11 +76,11 @@ def _attention(name: str | None) -> str | None:
     return "sdpa"
 
 
-def resolve_bf16(cfg: TrainConfig) -> bool:
-    """``bf16: auto`` means bf16 where the GPU supports it."""
-    if cfg.bf16 == "auto":
+def resolve_bf16(bf16: bool | str) -> bool:
+    """The ``bf16`` key's value: ``auto`` means bf16 where the GPU supports it."""
+    if bf16 == "auto":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return cfg.bf16
+    return bool(bf16)
 
 
 def quantization_config(load_in_4bit: bool, load_in_8bit: bool, compute_dtype: torch.dtype):

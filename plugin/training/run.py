@@ -59,7 +59,7 @@ def training_arguments(cfg: TrainConfig, has_eval: bool, use_cpu: bool):
         max_grad_norm=cfg.max_grad_norm,
         optim=cfg.optimizer,
         # TRL's CPU defaults (bf16=True, gradient checkpointing on) must not surprise: the YAML decides
-        bf16=resolve_bf16(cfg) and not cfg.fp16,
+        bf16=resolve_bf16(cfg.bf16) and not cfg.fp16,
         fp16=cfg.fp16,
         train_sampling_strategy=sampling_strategy(cfg),
         gradient_checkpointing=bool(cfg.gradient_checkpointing),
@@ -117,7 +117,7 @@ def train(cfg: TrainConfig) -> Path:
     peft_config = None if cfg.adapter == "full" else build_peft_config(cfg)
     tokenizer = tokenizer_for(cfg)
     train_data, eval_data = load_training_data(cfg, tokenizer)
-    bf16 = resolve_bf16(cfg)
+    bf16 = resolve_bf16(cfg.bf16)
     model = load_base_model(
         cfg.base_model,
         load_in_4bit=cfg.load_in_4bit,

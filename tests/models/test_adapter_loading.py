@@ -85,7 +85,7 @@ def test_adapter_that_does_not_load_cleanly_is_refused(tiny_model_dir, saved_ada
 
 
 def test_intact_adapter_still_loads(tiny_model_dir, saved_adapters):
-    from plugin.evaluation.harness import load_model_for_eval
+    from plugin.models.adapter_io import load_model_with_adapter
 
-    model, _, identity = load_model_for_eval(str(tiny_model_dir), str(saved_adapters / "mor"))
+    model, _, identity = load_model_with_adapter(str(tiny_model_dir), str(saved_adapters / "mor"))
     assert identity["adapter_config"]["peft_type"] == "MOR" and model.peft_config["default"].num_experts == 4
