@@ -5,13 +5,15 @@ import json
 import pytest
 
 from plugin.bench import main as bench_main
+# two new tokens from 4-token prompts on a one-layer model: the cheapest generation run
+TINY_GENERATION = ["--generate", "2", "--hidden", "64", "--layers", "1", "--vocab", "128", "--seq", "4", "--rank", "2",
+                   "--warmup", "0", "--steps", "1"]
 
 
 def test_generation_rounds_in_one_process_include_the_wide_lora_yardstick(tmp_path, capsys):
     out = tmp_path / "rows.json"
-    args = ["--generate", "2", "--hidden", "64", "--layers", "1", "--vocab", "128", "--batch", "1", "--seq", "4",
-            "--rank", "2", "--experts", "3", "--warmup", "0", "--steps", "1", "--methods", "lora,lora_wide",
-            "--repeats", "2", "--json", str(out)]
+    args = [*TINY_GENERATION, "--batch", "1", "--experts", "3", "--methods", "lora,lora_wide", "--repeats", "2",
+            "--json", str(out)]
     assert bench_main(args) == 0
     rows = json.loads(out.read_text())
     assert [(r["method"], r["round"]) for r in rows] == [("lora", 0), ("lora_wide", 0), ("lora", 1), ("lora_wide", 1)]
@@ -24,9 +26,8 @@ def test_generation_rounds_in_one_process_include_the_wide_lora_yardstick(tmp_pa
 
 def test_mixed_generation_spreads_the_batch_over_k_adapters(tmp_path, capsys):
     out = tmp_path / "rows.json"
-    args = ["--generate", "2", "--hidden", "64", "--layers", "1", "--vocab", "128", "--batch", "4", "--seq", "4",
-            "--rank", "2", "--experts", "2", "--warmup", "0", "--steps", "1", "--methods", "lora,mor,loratrf",
-            "--mixed", "3", "--json", str(out)]
+    args = [*TINY_GENERATION, "--batch", "4", "--experts", "2", "--methods", "lora,mor,loratrf", "--mixed", "3",
+            "--json", str(out)]
     assert bench_main(args) == 0
     rows = json.loads(out.read_text())
     assert [r["method"] for r in rows] == ["lora", "mor", "loratrf"]

@@ -70,7 +70,7 @@ def _env():
 
 
 def test_resume_after_kill_matches_uninterrupted_run(base_cfg, tmp_path):
-    keys = {**base_cfg, "adapter": "mor", "max_steps": 60, "save_steps": 3, "micro_batch_size": 2}
+    keys = {**base_cfg, "adapter": "mor", "max_steps": 30, "save_steps": 3, "micro_batch_size": 2}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the runs below (OMP_NUM_THREADS=1): the same summation order, step after step
     try:
