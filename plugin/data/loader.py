@@ -247,7 +247,7 @@ class Preparation:
                 out.add(index, problem=f"is {len(ids)} tokens and trains tokens past sequence_len {self.max_length}; "
                                        "raise sequence_len, or set excess_length_strategy: drop or truncate")
             elif self.excess_length == "drop" or trained[0] >= self.max_length:
-                out.add(index, problem=f"{DROPPED}longer than sequence_len {self.max_length}")
+                out.add(index, problem=f"{DROPPED}trained tokens past sequence_len {self.max_length}")
             else:
                 out.add(index, ids[: self.max_length], labels[: self.max_length], truncated=True)
         return out.columns

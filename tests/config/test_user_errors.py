@@ -97,7 +97,7 @@ CASES = [
     ("optimizer without its package", {"optimizer": "lomo"}, "optimizer lomo: You need to install `lomo_optim`", None),
     ("report_to without its package", {"report_to": "dvclive"}, "requires dvclive to be installed", None),
     ("broken chat template", {"chat_template": "{% for m in messages %}{{ m.content }"}, "row 0 (counting from 0): the chat template failed on it", None),
-    ("every row longer than sequence_len", {"sequence_len": 8}, "no row is left to train (16 with longer than sequence_len 8)", None),
+    ("every row longer than sequence_len", {"sequence_len": 8}, "no row is left to train (16 with trained tokens past sequence_len 8)", None),
     ("resume from a non-checkpoint folder", {"resume_from_checkpoint": "__TMP__"}, "no readable trainer_state.json", None),
 ]
 

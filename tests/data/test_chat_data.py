@@ -178,8 +178,8 @@ def test_truncation_drops_are_counted_and_all_dropped_is_an_error(smol, tmp_path
     spec = DatasetSpec(path=str(path))
     data = tokenize_dataset(_load_raw(spec), spec, smol, LabelPolicy(), 128)
     assert len(data) == 1 and max(len(r["input_ids"]) for r in data) <= 128
-    assert "dropped 1 of 2 rows with longer than sequence_len 128 (rows 1)" in capsys.readouterr().err
-    with pytest.raises(UserError, match="no row is left to train \\(2 with longer than sequence_len 20\\)"):
+    assert "dropped 1 of 2 rows with trained tokens past sequence_len 128 (rows 1)" in capsys.readouterr().err
+    with pytest.raises(UserError, match="no row is left to train \\(2 with trained tokens past sequence_len 20\\)"):
         tokenize_dataset(_load_raw(spec), spec, smol, LabelPolicy(), 20)
 
 

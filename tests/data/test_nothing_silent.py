@@ -75,7 +75,7 @@ def test_rows_longer_than_sequence_len_follow_excess_length_strategy(tiny_model_
         assert "truncated 1 of 2 rows to sequence_len 64" in err and "(rows 1)" in err
     else:  # Axolotl's default: drop
         assert len(data) == 1 and tok.decode(data[0]["input_ids"]).count("Short answer.") == 1
-        assert "dropped 1 of 2 rows with longer than sequence_len 64 (rows 1)" in err
+        assert "dropped 1 of 2 rows with trained tokens past sequence_len 64 (rows 1)" in err
 
 
 def test_a_long_document_is_split_into_trained_chunks(tiny_model_dir, tmp_path, capfd):
