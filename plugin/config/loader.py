@@ -21,6 +21,7 @@ from .peft_mapping import ALL_LINEAR, peft_config_from_keys
 from .schema import ALIASES, DEFAULT_ROLES, EMBEDDED_ENCODER, TEXT_TYPES, DatasetSpec, TrainConfig, to_dict, yaml_fields
 from ..utils.errors import UserError
 
+
 def type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:

@@ -202,6 +202,10 @@ def yaml_fields(cls: type = TrainConfig) -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(cls) if f.metadata.get("section")]
 
 
+# beside every plugin.train output: to_dict(cfg) as YAML; plots, chat and export read a run's settings from it
+RESOLVED_CONFIG_FILE = "resolved_config.yaml"
+
+
 def to_dict(cfg: TrainConfig) -> dict:
     """The resolved config as flat YAML keys: every method key with its value or default, after the adapter keys."""
     out = {}

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 IGNORE = -100
 # end-of-turn markers of common templates, besides the tokenizer's eos_token
 _END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "</s>")
-
-
 # Axolotl's message_field_training: a message's own ``training: true/false`` overrides roles_to_train for it
 TRAINING_FIELD = "training"
 

@@ -266,11 +266,13 @@ class _Rows:
     def __init__(self):
         self.columns = {"input_ids": [], "labels": [], "row": [], "problem": [], "truncated": []}
 
-    def add(self, row: int, ids: list[int] | None = None, labels: list[int] | None = None, problem: str = "",
+    def add(self, row: int, ids: list[int] = (), labels: list[int] | None = None, problem: str = "",
             truncated: bool = False) -> None:
-        for key, value in (("input_ids", ids or []), ("labels", ids if labels is None else labels), ("row", row),
-                           ("problem", problem), ("truncated", truncated)):
-            self.columns[key].append(value if value is not None else [])
+        """Labels default to the ids (every token trained); a row with a problem has neither."""
+        values = {"input_ids": list(ids), "labels": list(ids) if labels is None else labels, "row": row,
+                  "problem": problem, "truncated": truncated}
+        for key, value in values.items():
+            self.columns[key].append(value)
 
 
 def _num_proc(rows: int, requested: int | None) -> int | None:

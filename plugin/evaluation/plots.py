@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from ..config.schema import RESOLVED_CONFIG_FILE
 from ..utils.errors import UserError, check_writable_folder
 
 DEFAULT_TEXTS = Path(__file__).resolve().parents[2] / "data" / "eval" / "arc_easy.jsonl"
@@ -83,9 +84,9 @@ def router_gates_on_texts(out_dir: Path, layer: str | None, texts: list[str]):
     from ..models.adapter_io import load_model_with_adapter
     from ..tuners.mor import MoRLayer
 
-    resolved = out_dir / "resolved_config.yaml"
+    resolved = out_dir / RESOLVED_CONFIG_FILE
     if not resolved.is_file():
-        raise UserError(f"{out_dir} has no resolved_config.yaml; pass a training output_dir of plugin.train")
+        raise UserError(f"{out_dir} has no {RESOLVED_CONFIG_FILE}; pass a training output_dir of plugin.train")
     cfg = yaml.safe_load(resolved.read_text())
     model, tokenizer, _ = load_model_with_adapter(cfg["base_model"], str(out_dir), cfg.get("load_in_4bit", False))
     layers = dict(adapter_layers(model, MoRLayer))

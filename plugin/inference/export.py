@@ -12,6 +12,7 @@ into unless ``overwrite``.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 import tempfile
@@ -56,7 +57,7 @@ def merge(run: AdapterRun, out: Path, overwrite: bool = False) -> Path:
     if run.load_in_4bit:
         print("note: the adapter was trained on a 4-bit base; it is merged into the full-precision base (the "
               "dequantised weights differ from the 4-bit ones by the quantisation error)", file=sys.stderr)
-    full = AdapterRun(run.folder, run.base_model, False, run.bf16, run.peft_type)
+    full = dataclasses.replace(run, load_in_4bit=False)
     with written_aside(out, overwrite) as staging:
         model, tokenizer = load_run(full, need_chat_template=False)
         merged = model.merge_and_unload(safe_merge=True)

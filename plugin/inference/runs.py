@@ -8,11 +8,10 @@ from pathlib import Path
 
 import yaml
 
+from ..config.schema import RESOLVED_CONFIG_FILE
 from ..models.adapter_io import load_model_with_adapter, read_adapter_config
 from ..models.loader import resolve_bf16
 from ..utils.errors import UserError
-
-RESOLVED_CONFIG_FILE = "resolved_config.yaml"  # what plugin.train writes beside the adapter
 
 
 @dataclass(frozen=True)

@@ -1,1 +1,2 @@
-"""Base models and tokenizers (4-bit / 8-bit included), the PEFT config a YAML describes, saved adapters."""
+"""Base models and tokenizers (4-bit / 8-bit included), which layers an adapter can target, saved adapters loaded
+strictly."""

@@ -12,6 +12,7 @@ from ..config import chat_templates
 from ..config.schema import EMBEDDED_ENCODER, EMBEDDED_MODEL, TrainConfig
 from ..utils.errors import UserError, first_line
 
+
 def resolve_model_path(name: str) -> str:
     """A folder for the embedded models' names (made once in the cache), else ``name`` itself."""
     from . import embedded

@@ -12,12 +12,12 @@ from pathlib import Path
 import yaml
 
 from ..config import TrainConfig, to_dict
+from ..config.schema import RESOLVED_CONFIG_FILE
 from ..evaluation.harness import check_eval_section
 from ..models.loader import resolve_bf16
 from ..utils.errors import UserError, first_line
 from . import run_dir
 
-RESOLVED_CONFIG_FILE = "resolved_config.yaml"
 
 
 def _schedule(every: int, per_epoch: int | None, num_epochs: float) -> tuple[str, float]:

@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config.schema import RESOLVED_CONFIG_FILE
 from ..utils.errors import UserError, check_writable_folder
 
 RUN_RECORD = "run_record.json"  # the config the run started with: our mark on the folder, checked on resume
@@ -27,7 +28,7 @@ FINISHING = ".finishing"  # final outputs are assembled here, then moved into pl
 HARMLESS_ON_RESUME = {"logging_steps", "save_steps", "save_total_limit", "report_to", "eval", "output_dir",
                       "resume_from_checkpoint", "overwrite_output_dir", "dataset_processes"}
 # what a run of ours may leave behind, cleared by overwrite_output_dir
-OUR_OUTPUTS = ("adapter_config.json", "adapter_model.safetensors", "README.md", "resolved_config.yaml",
+OUR_OUTPUTS = ("adapter_config.json", "adapter_model.safetensors", "README.md", RESOLVED_CONFIG_FILE,
                "train_metrics.json", "run_summary.json", "telemetry.jsonl", "training_args.bin", "tokenizer.json",
                "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "vocab.json", "merges.txt",
                "tokenizer.model", "added_tokens.json", "eval", FINISHED, RUN_RECORD, FINISHING)

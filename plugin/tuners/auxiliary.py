@@ -69,24 +69,24 @@ def _check_has_gradient(model: nn.Module, adapter: str, term: str, loss: torch.T
         )
 
 
-def router_weights(model: nn.Module, adapter_name: str | None = None) -> dict[str, torch.Tensor]:
-    """Mean router probability per expert (shape N) of every MoR layer, from the last forward pass."""
+def _per_router(model: nn.Module, adapter_name: str | None, read) -> dict:
+    """``read(layer, adapter)`` of every MoR layer that has gates from the last forward pass."""
     out = {}
     for name, layer in adapter_layers(model, MoRLayer):
         adapter = adapter_name or layer.active_adapters[0]
         if adapter in layer.last_gates:
-            out[name] = layer.router_mean(adapter)
+            out[name] = read(layer, adapter)
     return out
+
+
+def router_weights(model: nn.Module, adapter_name: str | None = None) -> dict[str, torch.Tensor]:
+    """Mean router probability per expert (shape N) of every MoR layer, from the last forward pass."""
+    return _per_router(model, adapter_name, MoRLayer.router_mean)
 
 
 def router_entropies(model: nn.Module, adapter_name: str | None = None) -> dict[str, float]:
     """Mean per-token entropy of the router's distribution, per MoR layer, from the last forward pass."""
-    out = {}
-    for name, layer in adapter_layers(model, MoRLayer):
-        adapter = adapter_name or layer.active_adapters[0]
-        if adapter in layer.last_gates:
-            out[name] = layer.router_entropy(adapter)
-    return out
+    return _per_router(model, adapter_name, MoRLayer.router_entropy)
 
 
 def orthogonality_per_layer(model: nn.Module, adapter_name: str | None = None) -> dict[str, float]:
