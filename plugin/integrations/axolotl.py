@@ -12,18 +12,21 @@ mor_num_experts: 8
 
 The plugin registers the methods with PEFT, declares our YAML keys to Axolotl's config validation, builds our PEFT
 config where Axolotl would build its LoRA config, and mixes the auxiliary losses into Axolotl's trainer.
+``axolotl merge-lora`` merges MPLoRA through PEFT (Axolotl's default shard-by-shard merge knows only ``lora_A`` /
+``lora_B`` tensors and would save the base unchanged) and refuses MoR / LoRATRF, which are no weight delta.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 from axolotl.integrations.base import AdapterCapabilities, BasePlugin
 from pydantic import BaseModel, Field, create_model
 
 from ..config.method_keys import method_keys
-from ..utils.errors import UserError
 from ..config.peer_keys import REENTRANT_REFUSED
+from ..inference.export import MERGEABLE, NOT_A_DELTA, WHY
 from ..tuners import METHODS, register
 
 
@@ -43,13 +46,23 @@ class LoRAVariantsPlugin(BasePlugin):
 
     def register(self, cfg: dict):
         register()
+        adapter = cfg.get("adapter")
+        if adapter not in METHODS:
+            return
         # called on the user's YAML before Axolotl normalises it: Axolotl would default to reentrant checkpointing,
         # which runs the forward (where our auxiliary losses are computed) without gradients
-        if cfg.get("adapter") in METHODS and cfg.get("gradient_checkpointing"):
+        if cfg.get("gradient_checkpointing"):
             kwargs = cfg.get("gradient_checkpointing_kwargs") or {}
             if kwargs.get("use_reentrant"):
-                raise UserError(REENTRANT_REFUSED)
+                _refuse(REENTRANT_REFUSED)
             cfg["gradient_checkpointing_kwargs"] = {**kwargs, "use_reentrant": False}
+        if cfg.get("merge_lora"):  # set by `axolotl merge-lora`
+            if adapter.upper() not in MERGEABLE:
+                _refuse(NOT_A_DELTA.format(method=adapter.upper(), why=WHY[adapter.upper()]))
+            if cfg.get("merge_method") != "legacy":
+                print(f"note: {adapter} is merged with PEFT's merge_and_unload (Axolotl's merge_method: legacy); "
+                      "the memory-efficient merge reads only LoRA tensors", file=sys.stderr)
+                cfg["merge_method"] = "legacy"
 
     def get_input_args(self) -> str:
         return f"{__name__}.LoRAVariantsArgs"
@@ -68,7 +81,9 @@ class LoRAVariantsPlugin(BasePlugin):
         if config_only:
             return None, config
         if cfg.lora_model_dir:  # continue from / infer with a saved adapter, like Axolotl's LoRA loader
-            return PeftModel.from_pretrained(model, cfg.lora_model_dir, is_trainable=not inference), config
+            model = PeftModel.from_pretrained(model, cfg.lora_model_dir, is_trainable=not inference)
+            print(f"loaded the {cfg.adapter} adapter from {cfg.lora_model_dir}", file=sys.stderr)
+            return model, config
         model = get_peft_model(model, config)
         if cfg.local_rank in (None, 0):
             model.print_trainable_parameters()
@@ -96,3 +111,10 @@ class LoRAVariantsPlugin(BasePlugin):
         from ..training.telemetry import AdapterTelemetryCallback
 
         return [AdapterTelemetryCallback()]
+
+
+def _refuse(message: str) -> None:
+    """Stop Axolotl's command with our one ``error:`` line (a plugin hook has no other way than an exception, which
+    Axolotl prints as a traceback)."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)

@@ -132,3 +132,70 @@ def test_axolotl_example_yaml_trains_with_mor(tmp_path, tiny_model_dir, example)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     saved = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
     assert saved["peft_type"] == "MOR" and saved["r"] == 32
+
+
+# an adapter saved in Axolotl's environment with non-zero B (init_weights=False), so a merge that drops it shows
+_SAVE_ADAPTER = (
+    "import sys, plugin; from peft import get_peft_model; from transformers import AutoModelForCausalLM\n"
+    "from plugin.tuners import METHODS\n"
+    "config_cls = METHODS[sys.argv[3]][0]\n"
+    "model = get_peft_model(AutoModelForCausalLM.from_pretrained(sys.argv[1]), config_cls(r=4, lora_alpha=8, "
+    "target_modules=['q_proj', 'v_proj', 'down_proj'], init_weights=False))\n"
+    "model.save_pretrained(sys.argv[2])\n"
+)
+
+
+def _saved_adapter(tmp_path, tiny_model_dir, adapter):
+    folder = tmp_path / "adapter"
+    proc = subprocess.run([str(VENV / "bin" / "python"), "-c", _SAVE_ADAPTER, str(tiny_model_dir), str(folder),
+                           adapter], env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return folder
+
+
+def test_axolotl_merge_lora_merges_mplora_exactly(tmp_path, tiny_model_dir, chat_file):
+    """`axolotl merge-lora` with our plugin: the merged folder loads without plugin and equals the unmerged adapter
+    (Axolotl's default merge would have matched no lora_A / lora_B tensor and saved the base unchanged)."""
+    adapter = _saved_adapter(tmp_path, tiny_model_dir, "mplora")
+    cfg = _axolotl_yaml(tmp_path, tiny_model_dir, chat_file, "mplora")
+    proc = subprocess.run(["axolotl", "merge-lora", str(cfg), f"--lora-model-dir={adapter}"], cwd=tmp_path,
+                          env=_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "merge_method: legacy" in proc.stderr
+    compare = (
+        "import sys, torch; from transformers import AutoModelForCausalLM\n"
+        "ids = torch.tensor([[1, 5, 9, 30, 2, 7]])\n"
+        "merged = AutoModelForCausalLM.from_pretrained(sys.argv[1]).eval()(ids).logits\n"
+        "base = AutoModelForCausalLM.from_pretrained(sys.argv[2]).eval()(ids).logits\n"
+        "import plugin; from peft import PeftModel\n"
+        "unmerged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(sys.argv[2]), sys.argv[3]).eval()"
+        "(ids).logits\n"
+        "print((merged - unmerged).abs().max().item(), (base - unmerged).abs().max().item())\n"
+    )
+    # the merge runs in a process that never imported plugin until the unmerged reference is built
+    out = subprocess.run([str(VENV / "bin" / "python"), "-c", compare, str(tmp_path / "out" / "merged"),
+                          str(tiny_model_dir), str(adapter)], env=_env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    merged_gap, base_gap = map(float, out.stdout.split()[-2:])
+    assert merged_gap < 1e-4 < base_gap
+
+
+@pytest.mark.parametrize("adapter", ["mor", "loratrf"])
+def test_axolotl_merge_lora_refuses_token_dependent_methods(tmp_path, tiny_model_dir, chat_file, adapter):
+    cfg = _axolotl_yaml(tmp_path, tiny_model_dir, chat_file, adapter)
+    proc = subprocess.run(["axolotl", "merge-lora", str(cfg), f"--lora-model-dir={tmp_path}"], cwd=tmp_path,
+                          env=_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 2
+    assert f"error: {adapter.upper()}'s update depends on each token" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out" / "merged").exists()
+
+
+def test_axolotl_inference_generates_with_our_adapter(tmp_path, tiny_model_dir, chat_file):
+    adapter = _saved_adapter(tmp_path, tiny_model_dir, "mor")
+    cfg = _axolotl_yaml(tmp_path, tiny_model_dir, chat_file, "mor")
+    proc = subprocess.run(["axolotl", "inference", str(cfg), f"--lora-model-dir={adapter}"], cwd=tmp_path,
+                          env=_env(), input="Hello there\n", capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"loaded the mor adapter from {adapter}" in proc.stderr
+    assert proc.stdout.count("=" * 80) >= 3  # the prompt was read and an answer printed
