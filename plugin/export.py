@@ -1,6 +1,7 @@
-"""``python -m plugin.export RUN_OR_ADAPTER --merge OUT | --as-lora OUT``: a trained adapter in forms that load
-without this package — a merged full model (MPLoRA, LoRA) or a PEFT LoRA adapter (MPLoRA). MoR and LoRATRF, whose
-update depends on each token, are refused with the reason. The work is ``plugin.inference.export``."""
+"""``python -m plugin.export RUN_OR_ADAPTER [--merge OUT | --as-lora OUT] [--push_to_hub REPO]``: a trained adapter
+in forms that load without this package — a merged full model (MPLoRA, LoRA) or a PEFT LoRA adapter (MPLoRA) — and
+shared on the Hugging Face Hub. MoR and LoRATRF, whose update depends on each token, are refused the first two with
+the reason; pushed as they are, their model card says how to load them. The work is ``plugin.inference.export``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from .inference.export import as_lora, merge
 from .inference.runs import resolve_run
+from .models.hub import check_can_push, push_folder
 from .utils.errors import UserError, exits_cleanly_on_user_error
 
 
@@ -22,17 +24,29 @@ def _parser() -> argparse.ArgumentParser:
                    help="write an MPLoRA adapter as a PEFT LoRA adapter (for vLLM, TGI, llama.cpp and every LoRA tool)")
     p.add_argument("--base", help="base model (default: the run's, else the adapter's base_model_name_or_path)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT folder")
+    p.add_argument("--push_to_hub", metavar="REPO", help="upload to the hub repo owner/name (created if missing) in "
+                   "one commit: the export when --merge / --as-lora is given, else the adapter with its model card; "
+                   "needs HF_TOKEN or `hf auth login` (HF_ENDPOINT picks another hub)")
+    p.add_argument("--private", action="store_true", help="create the hub repo as private")
     return p
 
 
 @exits_cleanly_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if bool(args.merge) == bool(args.as_lora):
-        raise UserError("pass one of --merge OUT (a full model) or --as-lora OUT (a PEFT LoRA adapter)")
+    if args.merge and args.as_lora or not (args.merge or args.as_lora or args.push_to_hub):
+        raise UserError("pass --merge OUT (a full model) or --as-lora OUT (a PEFT LoRA adapter), and/or "
+                        "--push_to_hub REPO")
+    if args.push_to_hub:
+        check_can_push(args.push_to_hub)  # before a merge that may take minutes
     run = resolve_run(args.run, args.base)
-    out = merge(run, Path(args.merge), args.overwrite) if args.merge else as_lora(run, Path(args.as_lora), args.overwrite)
-    print(f"written to {out}")
+    out = run.folder
+    if args.merge or args.as_lora:
+        out = merge(run, Path(args.merge), args.overwrite) if args.merge else as_lora(run, Path(args.as_lora),
+                                                                                        args.overwrite)
+        print(f"written to {out}")
+    if args.push_to_hub:
+        print(push_folder(out, args.push_to_hub, args.private, "merged model" if args.merge else "adapter"))
     return 0
 
 

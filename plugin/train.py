@@ -16,6 +16,8 @@ from .config import load_config, parse_override, to_dict
 from .config.reference import help_text, markdown
 from .data.preview import preview_data
 from .evaluation.harness import evaluate_from_train_config
+from .models.hub import push_folder
+from .training.card import add_eval_section
 from .training.run import train
 from .utils.errors import UserError, exits_cleanly_on_user_error
 
@@ -76,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nadapter saved to {out}\nevaluate it with:\n  python -m plugin.eval --base {cfg.base_model} "
               f"--adapter {out} --data_dir data/eval --suite commonsense --limit 100")
         if cfg.eval is not None:
-            evaluate_from_train_config(cfg, out)
+            add_eval_section(out, evaluate_from_train_config(cfg, out))
+    if cfg.hub_model_id:
+        push_folder(out, cfg.hub_model_id, cfg.hub_private_repo)
     return 0
 
 

@@ -180,6 +180,10 @@ def _check_values(cfg: TrainConfig, explicit_keys: list[str]) -> None:
     if cfg.cosine_min_lr_ratio is not None and (cfg.lr_scheduler != "cosine" or not 0 <= cfg.cosine_min_lr_ratio <= 1):
         raise UserError(f"cosine_min_lr_ratio: {cfg.cosine_min_lr_ratio} needs lr_scheduler: cosine and a value in "
                         f"[0, 1] (lr_scheduler is {cfg.lr_scheduler})")
+    if cfg.push_to_hub and not cfg.hub_model_id:
+        raise UserError("push_to_hub: true needs hub_model_id: owner/name (the hub repo to push the adapter to)")
+    if cfg.hub_private_repo and not cfg.hub_model_id:
+        raise UserError("hub_private_repo: true needs hub_model_id: owner/name (the hub repo to create)")
     if cfg.curriculum_sampling and cfg.group_by_length:
         raise UserError("curriculum_sampling (dataset order) and group_by_length (batches by length) both set the "
                         "row order; keep one")

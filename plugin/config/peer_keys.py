@@ -15,7 +15,7 @@ IGNORED = {
     "liger_layer_norm", "liger_fused_linear_cross_entropy", "cut_cross_entropy", "xformers_attention",
     "sdp_attention", "flash_attention", "flash_attn_cross_entropy", "flash_attn_rms_norm", "flash_attn_fuse_qkv",
     "flash_attn_fuse_mlp", "logging_dir", "overwrite_cache", "plugins", "save_safetensors", "ddp_find_unused_parameters", "auto_find_batch_size", "save_only_model",
-    "use_tensorboard", "hub_model_id", "push_to_hub", "hub_strategy", "include_tokens_per_second",
+    "use_tensorboard", "hub_strategy", "include_tokens_per_second",
     "eval_sample_packing", "model_type", "tokenizer_type", "save_first_step", "pad_to_sequence_len",
     "use_otel_metrics", "otel_metrics_host", "otel_metrics_port", "double_quantization", "low_cpu_mem_usage",
     "flex_attn_compile_kwargs", "use_sonicmoe", "fused_attn_kernel", "tokenized_path",

@@ -162,6 +162,11 @@ class TrainConfig:
     save_total_limit: Optional[int] = option("output", None, "keep at most N checkpoints")
     logging_steps: int = option("output", 10, "log every N steps")
     report_to: str = option("output", "none", "transformers' report_to: none, tensorboard, wandb, ...")
+    hub_model_id: Optional[str] = option(
+        "output", None, "push the finished adapter (model card, eval scores) to this hub repo, owner/name; needs "
+        "HF_TOKEN or `hf auth login`")
+    push_to_hub: bool = option("output", False, "push to hub_model_id (setting hub_model_id alone also pushes)")
+    hub_private_repo: bool = option("output", False, "create the hub repo as private")
     eval: Optional[EvalSpec] = option("eval", None, "lm-eval on the trained adapter after training (keys below)")
     # the method keys the YAML set (mor_num_experts: 4, ...): declared by the tuners' configs, see method_keys
     method_keys: dict[str, Any] = field(default_factory=dict, metadata={"section": None})

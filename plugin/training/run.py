@@ -14,9 +14,11 @@ import yaml
 from ..config import TrainConfig, to_dict
 from ..config.schema import RESOLVED_CONFIG_FILE
 from ..evaluation.harness import check_eval_section
+from ..models.hub import check_can_push
 from ..models.loader import resolve_bf16
 from ..utils.errors import UserError, first_line
 from . import run_dir
+from .card import add_training_section
 
 
 
@@ -114,6 +116,8 @@ def train(cfg: TrainConfig) -> Path:
     run = run_dir.plan(cfg, config)
     if cfg.eval is not None:  # it runs after training: checked now, not after an hour of training
         check_eval_section(cfg.eval)
+    if cfg.hub_model_id:  # so is the push
+        check_can_push(cfg.hub_model_id)
     peft_config = None if cfg.adapter == "full" else build_peft_config(cfg)
     tokenizer = tokenizer_for(cfg)
     train_data, eval_data = load_training_data(cfg, tokenizer)
@@ -178,6 +182,8 @@ def train(cfg: TrainConfig) -> Path:
             (staging / "train_metrics.json").write_text(json.dumps(trainer.state.log_history, indent=1))
             first_step = json.loads((Path(run.resume) / "trainer_state.json").read_text())["global_step"] if run.resume else 0
             (staging / "run_summary.json").write_text(json.dumps(run_summary(trainer, model, first_step), indent=1))
+            if peft_config is not None:
+                add_training_section(staging, config, trainer.state.log_history, held_out and held_out.metrics)
             run_dir.finish(run.out)
         state.wait_for_everyone()
     finally:

@@ -40,6 +40,7 @@ def _register_with_peft(name: str, config_cls: type, model_cls: type) -> None:
 def register_method(name: str, config_cls: type, model_cls: type) -> None:
     """Make ``name`` a method of this package (``adapter: name``) and of PEFT; safe to call more than once."""
     METHODS[name] = (config_cls, model_cls)
+    config_cls._layer_cls = model_cls.tuner_layer_cls
     _register_with_peft(name, config_cls, model_cls)
 
 

@@ -46,8 +46,12 @@ class LowRankConfig(PeftConfig):
                           "(tests)."},
     )
 
-    # set by each subclass: the PeftType member name
+    # set by each subclass: the PeftType member name; the method's name and paper for the model card
     _peft_type_name = ""
+    _display_name = ""
+    _paper = ""
+    # the method's layer class, set by ``register_method`` (the card says whether it merges)
+    _layer_cls = None
     # a prefix of the subclass's own field names that its YAML keys leave out (LoRATRF: trf_rank -> loratrf_rank)
     _field_prefix = ""
 
@@ -68,6 +72,20 @@ class LowRankConfig(PeftConfig):
             raise ValueError(f"init_weights must be True, False or 'gaussian', got {self.init_weights!r}: of LoRA's "
                              "init_lora_weights choices, PiSSA, OLoRA, EVA, CorDA and LoftQ are not implemented for "
                              "these methods")
+
+    def save_pretrained(self, save_directory: str, **kwargs) -> None:
+        """PEFT's save, then the model card section naming the method and how to load it (PEFT's own card, written
+        just before by ``PeftModel.save_pretrained``, names only PEFT)."""
+        super().save_pretrained(save_directory, **kwargs)
+        from .card import PACKAGE, add_section, method_section
+
+        name = self._peft_type_name.lower()
+        layer = self._layer_cls
+        merge_note = ("exact (`merge_and_unload()`, or `python -m plugin.export --merge`); `python -m plugin.export "
+                      "--as-lora` rewrites it as a plain LoRA adapter" if layer.mergeable else
+                      f"{layer.not_mergeable_reason}. Serve or chat with it unmerged: `python -m plugin.chat`.")
+        section = method_section(self._display_name, self._paper, self.base_model_name_or_path, merge_note)
+        add_section(save_directory, "method", section, [name, PACKAGE], self.base_model_name_or_path, first=True)
 
     def aux_loss_weights(self, step: int) -> dict[str, float]:
         """Weight of each auxiliary loss term at optimiser step ``step`` (terms missing here are not added)."""

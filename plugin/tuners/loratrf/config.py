@@ -27,6 +27,8 @@ class LoRATRFConfig(LowRankConfig):
     )
 
     _peft_type_name = "LORATRF"
+    _display_name = "LoRATRF"
+    _paper = '"LoRA with Task-Relevant Feature Enhancement"'
     _field_prefix = "trf_"
 
     def __post_init__(self):

@@ -21,6 +21,8 @@ class MoRConfig(LowRankConfig):
     router_init_std: float = field(default=0.02, metadata={"help": "Std of the router's normal init."})
 
     _peft_type_name = "MOR"
+    _display_name = "MoR"
+    _paper = '"Mixture of Ranks": a shared LoRA pair, per-expert scaling vectors and a router'
 
     def __post_init__(self):
         super().__post_init__()

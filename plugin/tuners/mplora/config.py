@@ -18,6 +18,8 @@ class MPLoraConfig(LowRankConfig):
     orth_start_step: int = field(default=0, metadata={"help": "Optimiser step from which the loss is added."})
 
     _peft_type_name = "MPLORA"
+    _display_name = "MPLoRA"
+    _paper = '"Orthogonal Multi-Path Low-Rank Adaptation", NeurIPS 2024 workshop'
 
     def __post_init__(self):
         super().__post_init__()
