@@ -97,7 +97,7 @@ class LowRankConfig(PeftConfig):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
-def _inject_adapter_names(module, args, kwargs, adapter_names):
+def inject_adapter_names(module, args, kwargs, adapter_names):
     kwargs["adapter_names"] = adapter_names
     return args, kwargs
 
@@ -394,7 +394,7 @@ class LowRankModel(BaseTuner):
         num_beams = kwargs.get("num_beams")
         if isinstance(num_beams, int) and num_beams > 1:  # generate repeats each row once per beam
             adapter_names = [name for name in adapter_names for _ in range(num_beams)]
-        hook = functools.partial(_inject_adapter_names, adapter_names=adapter_names)
+        hook = functools.partial(inject_adapter_names, adapter_names=adapter_names)
         handles = [module.register_forward_pre_hook(hook, with_kwargs=True) for module in self.modules()
                    if isinstance(module, (LowRankLayer, AuxiliaryTrainingWrapper))]
         try:

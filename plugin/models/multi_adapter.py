@@ -1,0 +1,132 @@
+"""One base model holding adapters of several PEFT methods at once — MoR, LoRATRF, MPLoRA and PEFT's LoRA side by
+side — with each row of a batch routed to its own adapter.
+
+A ``PeftModel`` holds one peft type ("Cannot combine adapters with different peft types") and ``PeftMixedModel``
+knows only PEFT's own types. Here each method's tuner injects its layers into the same base, as PeftMixedModel does:
+where two methods adapt the same linear layer, the second wraps the first, and a row named for one adapter passes
+every other layer unchanged. ``routed(adapter_names)`` hands the names to every adapter layer for one call, which
+PEFT's mixed-batch forward (LoRA's and ours) then applies row by row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from pathlib import Path
+
+import torch
+from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
+
+from ..tuners import METHODS
+from ..tuners.base import inject_adapter_names
+from ..utils.errors import UserError
+from .adapter_io import read_adapter_config, read_adapter_weights
+
+BASE = "__base__"  # PEFT's name for "no adapter" in adapter_names
+# the methods whose layers route rows by adapter_names (PEFT's other types do not)
+SERVABLE = ("LORA", *(name.upper() for name in METHODS))
+
+
+def _clean(module_name: str) -> str:
+    """A module's name as a lone adapter saved it: without the wrappers of other methods' layers."""
+    return ".".join(part for part in module_name.split(".") if part != "base_layer")
+
+
+class MultiAdapterModel:
+    """``base`` (a transformers model, adapted in place) with named adapters of any registered method."""
+
+    def __init__(self, base: torch.nn.Module) -> None:
+        self.base = base
+        self.tuners: dict[str, BaseTuner] = {}  # peft_type -> the tuner that injected that method's layers
+        self.adapters: dict[str, str] = {}  # adapter name -> peft_type
+
+    def add(self, name: str, folder: Path) -> None:
+        """Load the adapter in ``folder`` under ``name``, refused with one line unless every weight fits."""
+        from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
+
+        if name in self.adapters or name == BASE:
+            raise UserError(f"an adapter named {name!r} is already loaded; pick another name")
+        peft_type = read_adapter_config(folder)["peft_type"]
+        if peft_type not in SERVABLE:
+            raise UserError(f"adapter {folder} is {peft_type}; adapters of {', '.join(SERVABLE)} can share a base")
+        state = read_adapter_weights(folder)
+        config = PEFT_TYPE_TO_CONFIG_MAPPING[peft_type].from_pretrained(str(folder))
+        if config.modules_to_save:
+            raise UserError(f"adapter {folder} also trains whole modules ({', '.join(config.modules_to_save)}), "
+                            "which cannot be shared between adapters on one base; serve it on its own base")
+        config.inference_mode = True
+        tuner = self.tuners.get(peft_type)
+        try:
+            if tuner is None:
+                # a tuner reads the model's ``peft_config`` (set by the previous method's tuner) as its own
+                vars(self.base).pop("peft_config", None)
+                self.tuners[peft_type] = tuner = PEFT_TYPE_TO_TUNER_MAPPING[peft_type](self.base, config, name)
+            else:
+                tuner.peft_config[name] = config
+                tuner.inject_adapter(self.base, name)
+        except (ValueError, TypeError, RuntimeError) as err:
+            raise UserError(f"adapter {folder} does not fit the base model: {str(err).splitlines()[0]}") from None
+        self.adapters[name] = peft_type
+        try:
+            self._load_weights(name, tuner, state, folder)
+        except UserError:
+            self.remove(name)
+            raise
+        self.base.eval()
+
+    def _adapter_parameters(self, name: str, tuner: BaseTuner) -> dict[str, torch.nn.Parameter]:
+        """This adapter's parameters by the keys PEFT saves them under (adapter name left out)."""
+        found = {}
+        for module_name, module in self.base.named_modules():
+            if not isinstance(module, tuner.tuner_layer_cls):
+                continue
+            for attr in module.adapter_layer_names:
+                holder = getattr(module, attr)
+                if name not in holder:
+                    continue
+                key = f"base_model.model.{_clean(module_name)}.{attr}"
+                if isinstance(holder[name], torch.nn.Parameter):
+                    found[key] = holder[name]
+                else:
+                    found.update({f"{key}.{p}": param for p, param in holder[name].named_parameters()})
+        return found
+
+    def _load_weights(self, name: str, tuner: BaseTuner, state: dict, folder: Path) -> None:
+        current_key = getattr(tuner, "current_key", lambda key: key)  # our tuners rename 0.1.0's keys
+        state = {current_key(key): tensor for key, tensor in state.items()}
+        params = self._adapter_parameters(name, tuner)
+        missing, unexpected = sorted(params.keys() - state.keys()), sorted(state.keys() - params.keys())
+        if missing or unexpected:
+            parts = [f"{len(missing)} adapter weights missing from the file (e.g. {missing[0]})" if missing else "",
+                     f"{len(unexpected)} weights in the file fit nothing (e.g. {unexpected[0]})" if unexpected else ""]
+            raise UserError(f"adapter {folder} does not load completely: {'; '.join(p for p in parts if p)}")
+        with torch.no_grad():
+            for key, param in params.items():
+                if param.shape != state[key].shape:
+                    raise UserError(f"adapter {folder} does not fit the base model: {key} has shape "
+                                    f"{tuple(state[key].shape)} in the file, {tuple(param.shape)} here")
+                param.copy_(state[key])
+
+    def remove(self, name: str) -> None:
+        peft_type = self.adapters.pop(name)
+        self.tuners[peft_type].delete_adapter(name)
+
+    def adapter_bytes(self, name: str) -> int:
+        tuner = self.tuners[self.adapters[name]]
+        return sum(p.numel() * p.element_size() for p in self._adapter_parameters(name, tuner).values())
+
+    @contextlib.contextmanager
+    def routed(self, adapter_names: list[str]):
+        """Within the block, row i of every forward (and ``generate``) goes through adapter ``adapter_names[i]``
+        (``"__base__"``: the base model alone)."""
+        unknown = sorted(set(adapter_names) - set(self.adapters) - {BASE})
+        if unknown:
+            raise ValueError(f"Trying to infer with non-existing adapter(s): {', '.join(unknown)}")
+        hook = functools.partial(inject_adapter_names, adapter_names=adapter_names)
+        handles = [module.register_forward_pre_hook(hook, with_kwargs=True) for module in self.base.modules()
+                   if isinstance(module, BaseTunerLayer)]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()

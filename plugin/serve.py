@@ -1,0 +1,63 @@
+"""``python -m plugin.serve RUN_OR_ADAPTER [...]``: an OpenAI-compatible server (chat and text completions,
+streaming) for adapters of every method — MoR, LoRATRF, MPLoRA and PEFT LoRA side by side on one copy of the base,
+requests for different adapters batched together. The work is ``plugin.serving``.
+
+Try it:  curl http://127.0.0.1:8000/v1/models   (or any OpenAI client with base_url=http://127.0.0.1:8000/v1)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .serving.server import prepare, serve
+from .utils.errors import UserError, exits_cleanly_on_user_error
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m plugin.serve", description=__doc__.split("\n\n")[0].replace("\n", " "),
+                                epilog=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="*", metavar="RUN_OR_ADAPTER",
+                   help="plugin.train output folders or adapter folders, each served under its folder's name")
+    p.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR",
+                   help="an adapter served under NAME (repeatable)")
+    p.add_argument("--base", help="base model (default: the adapters' own, which must agree); served under this id")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--api-key", dest="api_key", default=os.environ.get("PLUGIN_API_KEY"),
+                   help="require 'Authorization: Bearer KEY' on every endpoint but /health (default: $PLUGIN_API_KEY)")
+    p.add_argument("--load_in_4bit", action="store_true", default=None, help="load the base in 4 bits (nf4)")
+    p.add_argument("--max_batch_size", type=int, default=16, help="most requests generated together (default 16)")
+    p.add_argument("--max_model_len", type=int, help="longest prompt + completion in tokens (default: the model's)")
+    p.add_argument("--adapter-root", dest="adapter_root",
+                   help="allow POST /v1/load_lora_adapter for folders under this one (off without it)")
+    return p
+
+
+@exits_cleanly_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    adapters: dict[str, Path] = {}
+    named = [(Path(run).resolve().name, run) for run in args.runs]
+    for spec in args.adapter:
+        name, sep, folder = spec.partition("=")
+        if not sep or not name or not folder:
+            raise UserError(f"--adapter {spec}: give it as NAME=DIR")
+        named.append((name, folder))
+    for name, folder in named:
+        if name in adapters:
+            raise UserError(f"two adapters are named {name!r}; name one with --adapter OTHER={folder}")
+        adapters[name] = Path(folder)
+    for flag, value in (("--max_batch_size", args.max_batch_size), ("--max_model_len", args.max_model_len),
+                        ("--port", args.port)):
+        if value is not None and value <= 0:
+            raise UserError(f"{flag} must be > 0, got {value}")
+    registry, engine, max_model_len = prepare(adapters, args.base, args.load_in_4bit, args.max_batch_size,
+                                              args.max_model_len, Path(args.adapter_root) if args.adapter_root else None)
+    serve(registry, engine, max_model_len, args.host, args.port, args.api_key)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
