@@ -52,7 +52,8 @@ COMMANDS = plugin_commands()
 
 def test_the_docs_show_every_command():
     shown = {module for _, module, _ in COMMANDS}
-    assert shown >= {"plugin.train", "plugin.eval", "plugin.lm_eval", "plugin.plot", "plugin.bench", "plugin.study"}
+    assert shown >= {"plugin.train", "plugin.eval", "plugin.lm_eval", "plugin.plot", "plugin.bench", "plugin.study",
+                     "plugin.chat", "plugin.export", "plugin.serve"}
     assert len(COMMANDS) > 20  # the extraction reads the pages (a broken pattern would find nothing)
 
 

@@ -12,9 +12,9 @@ from .helpers import REPO
 
 PACKAGE = REPO / "plugin"
 # bottom to top; the commands (plugin/<name>.py) and the public API (plugin/__init__.py) stand above them all
-LAYERS = ["utils", "tuners", "config", "models", "data", "inference", "evaluation", "training", "experiments",
-          "integrations"]
-COMMANDS = ["train", "eval", "lm_eval", "plot", "bench", "study", "chat", "export"]
+LAYERS = ["utils", "tuners", "config", "models", "data", "inference", "serving", "evaluation", "training",
+          "experiments", "integrations"]
+COMMANDS = ["train", "eval", "lm_eval", "plot", "bench", "study", "chat", "export", "serve"]
 
 
 def _module_name(path: Path) -> str:

@@ -1,7 +1,7 @@
 """OpenAI's HTTP API, as vLLM serves it, over the continuous-batching engine (FastAPI + uvicorn, what
 ``transformers serve`` is built on; its own server loads models by id only, not adapter folders).
 
-Routes: ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/completions`` (``stream``:
+Routes: ``GET /health``, ``GET /metrics`` (requests running and waiting), ``GET /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/completions`` (``stream``:
 server-sent events ending with ``data: [DONE]``), vLLM's ``POST /v1/load_lora_adapter`` and
 ``POST /v1/unload_lora_adapter``. Every error is OpenAI's error object with a 4xx status; the server keeps serving.
 """
@@ -15,7 +15,7 @@ import time
 import uuid
 
 from fastapi import FastAPI, Request as HTTPRequest
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from ..utils.errors import UserError
 from .engine import Engine, Request
@@ -52,6 +52,12 @@ def build_app(registry: Registry, engine: Engine, max_model_len: int, api_key: s
     @app.get("/health")
     async def health():
         return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def metrics():  # vLLM's gauges, in Prometheus' text format
+        text = (f"# TYPE plugin:num_requests_running gauge\nplugin:num_requests_running {engine.running}\n"
+                f"# TYPE plugin:num_requests_waiting gauge\nplugin:num_requests_waiting {engine.waiting}\n")
+        return PlainTextResponse(text)
 
     @app.get("/v1/models")
     async def models():

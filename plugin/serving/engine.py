@@ -72,6 +72,14 @@ class Engine:
         self._queue.put(None)
         self._thread.join(timeout=10)
 
+    @property
+    def running(self) -> int:
+        return len(self._rows)
+
+    @property
+    def waiting(self) -> int:
+        return self._queue.qsize()
+
     def submit(self, request: Request) -> None:
         if request.seed is not None:
             request._generator = torch.Generator(device=self.model.device).manual_seed(request.seed)

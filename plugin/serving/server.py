@@ -46,9 +46,13 @@ def prepare(adapters: dict[str, Path], base: str | None, load_in_4bit: bool | No
 
 
 def serve(registry: Registry, engine: Engine, max_model_len: int, host: str, port: int, api_key: str | None) -> None:
-    import uvicorn
+    try:
+        import uvicorn
 
-    from .app import build_app
+        from .app import build_app
+    except ImportError as err:
+        raise UserError(f"plugin.serve needs FastAPI and uvicorn ({err.name} is missing): pip install "
+                        "'plugin[serve]'") from None
 
     app = build_app(registry, engine, max_model_len, api_key)
     print(f"serving {', '.join(registry.models)} on http://{host}:{port}/v1"
