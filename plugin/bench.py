@@ -1,5 +1,6 @@
-"""``python -m plugin.bench``: step time and peak memory (or generation speed) of each adapter as ratios to PEFT
-LoRA in the same run. The measuring is ``plugin.experiments.benchmark``; this module is its command line."""
+"""``python -m plugin.bench``: step time and peak memory (or generation speed, or serving throughput) of each
+adapter as ratios to PEFT LoRA in the same run. The measuring is ``plugin.experiments.benchmark`` (and
+``serve_bench``); this module is its command line."""
 
 from __future__ import annotations
 
@@ -50,6 +51,20 @@ def _parser() -> argparse.ArgumentParser:
                    help="run the method list this many times in rounds (with --generate: in one process); the table "
                         "shows each method's median and the range of its per-round ratios to LoRA (identical runs "
                         "differ by up to 10%% on a busy CPU)")
+    p.add_argument("--serve", action="store_true",
+                   help="serving throughput and latency of plugin.serve under concurrent clients on the embedded "
+                        "model (or --serve_model): MoR / LoRATRF vs LoRA, our server vs `transformers serve` on the base, "
+                        "clients over three adapters vs one")
+    p.add_argument("--concurrency", default="1,4,16", help="with --serve: client counts (default 1,4,16)")
+    p.add_argument("--requests_per_client", type=int, default=2, help="with --serve: requests each client sends")
+    p.add_argument("--serve_tokens", type=int, default=32, help="with --serve: max_tokens of each request")
+    p.add_argument("--serve_model", help="with --serve: the model served (default: embedded SmolLM2-135M-Instruct); "
+                                         "with --serve_random: the tokenizer's source")
+    p.add_argument("--serve_random", metavar="HIDDEN,LAYERS",
+                   help="with --serve: serve a random-init LLaMA-shaped model of this width and depth instead (e.g. "
+                        "4096,8: LLaMA-2-7B's layers, eight of them), with --serve_model's tokenizer")
+    p.add_argument("--transformers_cb", action="store_true",
+                   help="with --serve: run `transformers serve` with --continuous-batching (default: its default)")
     p.add_argument("--json", help="also write the rows here")
     p.add_argument("--child", help=argparse.SUPPRESS)
     return p

@@ -312,6 +312,15 @@ def ratio_table(rows: list[dict], generate: bool) -> str:
 
 def run(args) -> int:
     """Check the arguments, then measure (a child process measures one method or one round of them)."""
+    if args.serve:
+        from .serve_bench import run_serve_bench, serve_table
+
+        rows = run_serve_bench(args)
+        print("\n" + serve_table(rows))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(rows, f, indent=1, default=str)
+        return 0
     if args.child:
         rows = measure_generation(args.child.split(","), args) if args.generate else [measure(args.child, args)]
         if not args.engine or int(os.environ.get("RANK", "0")) == 0:

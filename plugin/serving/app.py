@@ -110,7 +110,8 @@ def build_app(registry: Registry, engine: Engine, max_model_len: int, api_key: s
         events: asyncio.Queue = asyncio.Queue()
         job = Request(served.adapter, prompt_ids, limit or room, served.tokenizer,
                       emit=lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
-                      temperature=body.temperature, top_p=body.top_p, seed=body.seed, stop=body.stop_strings())
+                      temperature=body.temperature, top_p=body.top_p, seed=body.seed, stop=body.stop_strings(),
+                      ignore_eos=body.ignore_eos)
         engine.submit(job)
         reply = _Reply(body, served.id, chat, len(prompt_ids), job)
         if body.stream:

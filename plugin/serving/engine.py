@@ -34,6 +34,7 @@ class Request:
     top_p: float = 1.0
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    ignore_eos: bool = False
     generated: list[int] = field(default_factory=list)
     cancelled: bool = False  # set by the HTTP side when the client hangs up
     finished: bool = False
@@ -165,7 +166,7 @@ class Engine:
             if not request.cancelled:
                 token = _sample(row_logits, request)
                 request.generated.append(token)
-                _emit_progress(request, token in self.eos_ids)
+                _emit_progress(request, token in self.eos_ids and not request.ignore_eos)
         keep = [i for i, r in enumerate(self._rows) if not (r.cancelled or r.finished)]
         if len(keep) < len(self._rows):
             self._rows = [self._rows[i] for i in keep]

@@ -41,6 +41,7 @@ class _Sampling(BaseModel):
     n: int = 1
     stream: bool = False
     stream_options: Optional[dict] = None
+    ignore_eos: bool = False  # vLLM's extension: generate max_tokens whatever the model says (benchmarks)
 
     def stop_strings(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])

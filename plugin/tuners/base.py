@@ -314,6 +314,8 @@ class LowRankLayer(nn.Module, BaseTunerLayer):
         rows_of: dict[str, list[int]] = {}
         for row, name in enumerate(adapter_names):
             rows_of.setdefault(name, []).append(row)
+        if len(rows_of) == 1 and adapter_names[0] in self.lora_A_dict:  # one adapter for every row: no gather
+            return self._adapter_output(adapter_names[0], x, result)
         for name, rows in rows_of.items():
             if name in self.lora_A_dict:  # "__base__", and adapters that do not target this layer, keep W x
                 index = torch.tensor(rows, device=x.device)

@@ -1,0 +1,225 @@
+"""``python -m plugin.bench --serve``: throughput and latency of ``plugin.serve`` under concurrent clients, as ratios
+in the same run —
+(a) MoR and LoRATRF adapters against a PEFT LoRA adapter served the same way,
+(b) our server serving the base model against ``transformers serve`` on the same model and load,
+(c) clients spread over three adapters of different methods against all on one adapter.
+
+The servers are the real commands in their own processes; each client sends its requests one after another over
+HTTP (``/v1/completions``, greedy). In (a) and (c) ``ignore_eos`` makes every request generate exactly its
+``--serve_tokens``; in (b) both servers stop at EOS as usual (they answer the same greedy text).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from ..utils.errors import UserError
+
+PROMPTS = ["The capital of France is", "Write a short poem about the sea.", "Explain why the sky is blue.",
+           "List three uses of a paperclip:", "Once upon a time, in a small village,", "The best way to learn is"]
+ADAPTER_METHODS = ("lora", "mor", "loratrf")
+
+
+def make_adapters(model_dir: str, folder: Path, rank: int, experts: int) -> dict[str, Path]:
+    """A random (non-identity) adapter of each method on ``model_dir``, on its attention and MLP projections."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from ..tuners import LoRATRFConfig, MoRConfig
+
+    targets = ["q_proj", "v_proj", "gate_proj", "up_proj", "down_proj"]
+    configs = {"lora": LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets, init_lora_weights=False),
+               "mor": MoRConfig(r=rank, lora_alpha=2 * rank, target_modules=targets, num_experts=experts,
+                                init_weights=False),
+               "loratrf": LoRATRFConfig(r=rank, lora_alpha=2 * rank, target_modules=targets, init_weights=False)}
+    out = {}
+    for name, config in configs.items():
+        torch.manual_seed(0)
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), config)
+        for p in model.parameters():
+            if p.requires_grad:  # small, so the answers stay text-like
+                p.data.mul_(0.1)
+        model.save_pretrained(folder / name)
+        out[name] = folder / name
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running(command: list[str], port: int):
+    """A server process on ``port``, until the block ends."""
+    log = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PLUGIN_API_KEY": ""})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 300
+        while True:
+            if proc.poll() is not None or time.time() > deadline:
+                log.seek(0)
+                raise UserError(f"{' '.join(command[:4])} did not start: {log.read()[-2000:]}")
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(f"{url}/v1/completions", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=600) as reply:
+        return json.loads(reply.read())
+
+
+def load(url: str, models: list[str], clients: int, requests: int, tokens: int, ignore_eos: bool) -> dict:
+    """``clients`` threads, client i asking ``models[i % len(models)]``; tokens/s over the wall time, latencies."""
+    latencies, generated, texts = [], [], {}
+    extra = {"ignore_eos": True} if ignore_eos else {}
+    _post(url, {"model": models[0], "prompt": PROMPTS[0], "max_tokens": 2, "temperature": 0, **extra})  # warm-up
+
+    def client(i: int) -> None:
+        for r in range(requests):
+            prompt = PROMPTS[(i + r) % len(PROMPTS)]
+            start = time.perf_counter()
+            reply = _post(url, {"model": models[i % len(models)], "prompt": prompt, "max_tokens": tokens,
+                                "temperature": 0, **extra})
+            latencies.append(time.perf_counter() - start)
+            generated.append(reply["usage"]["completion_tokens"])
+            texts[f"{models[i % len(models)]} | {prompt}"] = reply["choices"][0]["text"]
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - start
+    latencies.sort()
+    return {"clients": clients, "requests": len(latencies), "tokens": sum(generated),
+            "tokens_per_s": sum(generated) / wall, "p50_s": statistics.median(latencies),
+            "p95_s": latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))], "texts": texts}
+
+
+def random_model(tokenizer_name: str, hidden: int, layers: int, folder: Path) -> str:
+    """A random-init LLaMA-shaped model (LLaMA-2's proportions at width ``hidden``) in bf16 with a real tokenizer,
+    built on the GPU when there is one: what a serving benchmark needs from a 7B-shaped model without its weights."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from ..models.loader import resolve_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(tokenizer_name))
+    config = LlamaConfig(hidden_size=hidden, intermediate_size=int(hidden * 2.6875), num_hidden_layers=layers,
+                         num_attention_heads=max(1, hidden // 128), num_key_value_heads=max(1, hidden // 128),
+                         vocab_size=len(tokenizer), max_position_embeddings=4096, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, torch_dtype="bfloat16")
+    torch.manual_seed(0)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = LlamaForCausalLM(config).to(torch.bfloat16)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def run_serve_bench(args) -> list[dict]:
+    from ..config.schema import EMBEDDED_MODEL
+    from ..models.loader import resolve_model_path
+
+    concurrency = [int(c) for c in args.concurrency.split(",")]
+    if any(c < 1 for c in concurrency) or args.requests_per_client < 1 or args.serve_tokens < 1:
+        raise UserError("--concurrency, --requests_per_client and --serve_tokens take positive integers")
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.serve_random:
+            hidden, _, layers = args.serve_random.partition(",")
+            model_dir = random_model(args.serve_model or EMBEDDED_MODEL, int(hidden), int(layers or 1),
+                                     Path(tmp) / "base")
+        else:
+            model_dir = resolve_model_path(args.serve_model or EMBEDDED_MODEL)
+        return _measure_servers(args, model_dir, concurrency, Path(tmp))
+
+
+def _measure_servers(args, model_dir: str, concurrency: list[int], tmp: Path) -> list[dict]:
+    rows = []
+
+    def measure(scenario: str, label: str, url: str, models: list[str], clients: int, ignore_eos: bool) -> dict:
+        row = {"scenario": scenario, "served": label, **load(url, models, clients, args.requests_per_client,
+                                                             args.serve_tokens, ignore_eos)}
+        print(f"bench progress: ({scenario}) {label}, {clients} clients: {row['tokens_per_s']:.1f} tokens/s, "
+              f"p50 {row['p50_s']:.2f} s", file=sys.stderr, flush=True)
+        rows.append(row)
+        return row
+
+    adapters = make_adapters(model_dir, tmp, args.rank, args.experts)
+    port = _free_port()
+    ours = [sys.executable, "-m", "plugin.serve", "--base", model_dir, "--port", str(port),
+            "--max_batch_size", str(max(concurrency)), *(f"--adapter={n}={p}" for n, p in adapters.items())]
+    with running(ours, port) as url:
+        for clients in concurrency:
+            for name in ADAPTER_METHODS:
+                measure("a", name, url, [name], clients, True)
+            measure("b", "plugin.serve (base)", url, [model_dir], clients, False)
+        top = max(concurrency)
+        measure("c", "one adapter (mor)", url, ["mor"], top, True)
+        measure("c", "three adapters (lora, mor, loratrf)", url, list(ADAPTER_METHODS), top, True)
+    port = _free_port()
+    theirs = [sys.executable, "-m", "transformers.cli.transformers", "serve", model_dir, "--port", str(port),
+              "--host", "127.0.0.1", "--device", "auto" if _has_cuda() else "cpu"]
+    theirs += ["--continuous-batching"] if args.transformers_cb else []
+    try:
+        with running(theirs, port) as url:
+            for clients in concurrency:
+                measure("b", "transformers serve (base)", url, [model_dir], clients, False)
+    except UserError as err:  # an older transformers, or one without its [serving] extra: (a) and (c) still stand
+        print(f"note: {err}", file=sys.stderr)
+    ours_b = [r for r in rows if r["served"] == "plugin.serve (base)"]
+    theirs_b = [r for r in rows if r["served"] == "transformers serve (base)"]
+    if theirs_b:
+        same = all(a["texts"] == b["texts"] for a, b in zip(ours_b, theirs_b))
+        print(f"bench progress: (b) both servers gave the same greedy answers: {'yes' if same else 'NO'}",
+              file=sys.stderr)
+    return rows
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def serve_table(rows: list[dict]) -> str:
+    """One line per measurement, with its ratio to the yardstick of the same scenario and client count."""
+
+    def yardstick(row):
+        pick = {"a": "lora", "b": "transformers serve (base)", "c": "one adapter (mor)"}[row["scenario"]]
+        return next((r for r in rows if r["scenario"] == row["scenario"] and r["served"] == pick
+                     and r["clients"] == row["clients"]), None)
+
+    lines = ["| scenario | served | clients | tokens/s | p50 latency (s) | p95 latency (s) | tokens/s ratio |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        base = yardstick(row)
+        ratio = f"{row['tokens_per_s'] / base['tokens_per_s']:.2f}x" if base else "n/a"
+        lines.append(f"| {row['scenario']} | {row['served']} | {row['clients']} | {row['tokens_per_s']:.1f} | "
+                     f"{row['p50_s']:.2f} | {row['p95_s']:.2f} | {ratio} |")
+    return "\n".join(lines)
