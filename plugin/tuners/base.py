@@ -7,8 +7,10 @@ the way PEFT's own tuners are laid out (``peft/tuners/<method>/{config,layer,mod
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import math
+import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
@@ -16,7 +18,7 @@ from typing import Any, Literal, Optional, Union
 import torch
 from peft.config import PeftConfig
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer, check_adapters_to_merge
-from peft.utils.other import AuxiliaryTrainingWrapper
+from peft.utils.other import AuxiliaryTrainingWrapper, get_pattern_key
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
@@ -39,6 +41,13 @@ class LowRankConfig(PeftConfig):
     )
     layers_to_transform: Optional[Union[list[int], int]] = field(default=None)
     layers_pattern: Optional[Union[list[str], str]] = field(default=None)
+    rank_pattern: dict = field(default_factory=dict, metadata={
+        "help": "Layer name (regex, matched at the end of the module's name as LoRA does) -> its own r, e.g. "
+                "{'down_proj': 16}; a key that matches no adapted layer is an error."})
+    alpha_pattern: dict = field(default_factory=dict, metadata={
+        "help": "Layer name (regex, as rank_pattern) -> its own lora_alpha."})
+    target_parameters: Optional[list[str]] = field(default=None, metadata={
+        "help": "LoRA's adapters on raw (e.g. 3D MoE expert) parameters: not available for these methods; refused."})
     init_weights: Union[bool, Literal["gaussian"]] = field(
         default=True,
         metadata={"help": "True: the paper's init (identity at start; A kaiming-uniform as LoRA's). 'gaussian': the "
@@ -68,6 +77,18 @@ class LowRankConfig(PeftConfig):
             raise ValueError(f"r must be a positive integer, got {self.r!r}")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+        for name in ("rank_pattern", "alpha_pattern"):
+            pattern = getattr(self, name)
+            if not isinstance(pattern, dict) or not all(isinstance(k, str) for k in pattern):
+                raise ValueError(f"{name} must map layer names (regexes) to numbers, got {pattern!r}")
+        for key, r in self.rank_pattern.items():
+            if not isinstance(r, int) or isinstance(r, bool) or r <= 0:
+                raise ValueError(f"rank_pattern[{key!r}] must be a positive integer, got {r!r}")
+        if self.target_parameters:
+            why = ("it is not implemented for MPLoRA yet: adapt the experts with PEFT's LoRA" if self._peft_type_name ==
+                   "MPLORA" else f"{self._peft_type_name}'s update depends on each token, so it is no weight delta "
+                   "that a parameter (unlike a layer's call) could take")
+            raise ValueError(f"target_parameters is not supported: {why}")
         if not (isinstance(self.init_weights, bool) or self.init_weights == "gaussian"):
             raise ValueError(f"init_weights must be True, False or 'gaussian', got {self.init_weights!r}: of LoRA's "
                              "init_lora_weights choices, PiSSA, OLoRA, EVA, CorDA and LoftQ are not implemented for "
@@ -374,6 +395,17 @@ class LowRankLayer(nn.Module, BaseTunerLayer):
         return self.prefix.rstrip("_") + "." + super().__repr__()
 
 
+def _warn_untouched_experts(model: nn.Module) -> None:
+    """transformers 5 keeps routed MoE experts (Mixtral, Qwen2/3-MoE, gpt-oss) as 3D tensors, not Linear layers:
+    ``target_modules: [gate_proj, up_proj, down_proj]`` then adapts only the shared or dense MLPs. Said once."""
+    experts = [name for name, p in model.named_parameters() if p.ndim == 3 and "expert" in name.lower()]
+    if experts:
+        warnings.warn(f"{len(experts)} routed-expert weight tensors (e.g. {experts[0]}) are 3D parameters, not "
+                      "Linear layers, and stay unadapted: these methods adapt Linear layers only (PEFT's LoRA adapts "
+                      "expert tensors with target_parameters); the attention and any dense MLP layers are adapted",
+                      stacklevel=3)
+
+
 class LowRankModel(BaseTuner):
     """Tuner model shared by the three methods: wraps every targeted linear layer in ``tuner_layer_cls``."""
 
@@ -405,7 +437,24 @@ class LowRankModel(BaseTuner):
             for handle in handles:
                 handle.remove()
 
+    def inject_adapter(self, model, adapter_name, *args, **kwargs):
+        super().inject_adapter(model, adapter_name, *args, **kwargs)
+        config = self.peft_config[adapter_name]
+        for name in ("rank_pattern", "alpha_pattern"):
+            unmatched = [key for key in getattr(config, name)
+                         if not any(re.match(rf"(.*\.)?({key})$", module) for module in self.targeted_module_names)]
+            if unmatched:
+                raise ValueError(f"{name} key {unmatched[0]!r} matches no adapted layer (adapted: e.g. "
+                                 f"{self.targeted_module_names[0]}); fix the key or target that layer")
+        _warn_untouched_experts(model)
+
     def _create_and_replace(self, config, adapter_name, target, target_name, parent, current_key, **kwargs):
+        r_key = get_pattern_key(config.rank_pattern.keys(), current_key)
+        alpha_key = get_pattern_key(config.alpha_pattern.keys(), current_key)
+        if r_key in config.rank_pattern or alpha_key in config.alpha_pattern:  # this layer's own r / alpha
+            config = copy.copy(config)
+            config.r = config.rank_pattern.get(r_key, config.r)
+            config.lora_alpha = config.alpha_pattern.get(alpha_key, config.lora_alpha)
         if isinstance(target, self.tuner_layer_cls):
             target.update_layer(adapter_name, config)
             return
