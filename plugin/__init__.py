@@ -13,6 +13,7 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 from .tuners.auxiliary import aux_loss_terms, router_weights, weighted_aux_loss  # noqa: E402
 from .tuners import LoRATRFConfig, MoRConfig, MPLoraConfig, register  # noqa: E402
 from .tuners.loratrf import init_task_vectors  # noqa: E402
+from .models.hotswap import hotswap_adapter  # noqa: E402
 
 register()
 
@@ -22,6 +23,7 @@ __all__ = [
     "MPLoraConfig",
     "MoRConfig",
     "aux_loss_terms",
+    "hotswap_adapter",
     "init_task_vectors",
     "register",
     "router_weights",

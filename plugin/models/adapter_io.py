@@ -48,6 +48,29 @@ def read_adapter_weights(folder: Path) -> dict:
     return state
 
 
+def adapter_parameters(model, name: str, layer_cls: type) -> dict:
+    """Adapter ``name``'s parameters in the layers of type ``layer_cls`` under ``model`` (the transformers model),
+    by the keys PEFT saves them under: ``base_model.model.<module>.<dict>.<param>``, the adapter name left out, and
+    without the ``base_layer`` hops of other methods' layers wrapped around the same module."""
+    import torch
+
+    found = {}
+    for module_name, module in model.named_modules():
+        if not isinstance(module, layer_cls):
+            continue
+        clean = ".".join(part for part in module_name.split(".") if part != "base_layer")
+        for attr in module.adapter_layer_names:
+            holder = getattr(module, attr)
+            if name not in holder:
+                continue
+            key = f"base_model.model.{clean}.{attr}"
+            if isinstance(holder[name], torch.nn.Parameter):
+                found[key] = holder[name]
+            else:
+                found.update({f"{key}.{p}": param for p, param in holder[name].named_parameters()})
+    return found
+
+
 def _missing_fields(config: dict) -> list[str]:
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 

@@ -20,16 +20,11 @@ from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
 from ..tuners import METHODS
 from ..tuners.base import inject_adapter_names
 from ..utils.errors import UserError
-from .adapter_io import read_adapter_config, read_adapter_weights
+from .adapter_io import adapter_parameters, read_adapter_config, read_adapter_weights
 
 BASE = "__base__"  # PEFT's name for "no adapter" in adapter_names
 # the methods whose layers route rows by adapter_names (PEFT's other types do not)
 SERVABLE = ("LORA", *(name.upper() for name in METHODS))
-
-
-def _clean(module_name: str) -> str:
-    """A module's name as a lone adapter saved it: without the wrappers of other methods' layers."""
-    return ".".join(part for part in module_name.split(".") if part != "base_layer")
 
 
 class MultiAdapterModel:
@@ -74,27 +69,10 @@ class MultiAdapterModel:
             raise
         self.base.eval()
 
-    def _adapter_parameters(self, name: str, tuner: BaseTuner) -> dict[str, torch.nn.Parameter]:
-        """This adapter's parameters by the keys PEFT saves them under (adapter name left out)."""
-        found = {}
-        for module_name, module in self.base.named_modules():
-            if not isinstance(module, tuner.tuner_layer_cls):
-                continue
-            for attr in module.adapter_layer_names:
-                holder = getattr(module, attr)
-                if name not in holder:
-                    continue
-                key = f"base_model.model.{_clean(module_name)}.{attr}"
-                if isinstance(holder[name], torch.nn.Parameter):
-                    found[key] = holder[name]
-                else:
-                    found.update({f"{key}.{p}": param for p, param in holder[name].named_parameters()})
-        return found
-
     def _load_weights(self, name: str, tuner: BaseTuner, state: dict, folder: Path) -> None:
         current_key = getattr(tuner, "current_key", lambda key: key)  # our tuners rename 0.1.0's keys
         state = {current_key(key): tensor for key, tensor in state.items()}
-        params = self._adapter_parameters(name, tuner)
+        params = adapter_parameters(self.base, name, tuner.tuner_layer_cls)
         missing, unexpected = sorted(params.keys() - state.keys()), sorted(state.keys() - params.keys())
         if missing or unexpected:
             parts = [f"{len(missing)} adapter weights missing from the file (e.g. {missing[0]})" if missing else "",
@@ -113,7 +91,8 @@ class MultiAdapterModel:
 
     def adapter_bytes(self, name: str) -> int:
         tuner = self.tuners[self.adapters[name]]
-        return sum(p.numel() * p.element_size() for p in self._adapter_parameters(name, tuner).values())
+        params = adapter_parameters(self.base, name, tuner.tuner_layer_cls)
+        return sum(p.numel() * p.element_size() for p in params.values())
 
     @contextlib.contextmanager
     def routed(self, adapter_names: list[str]):

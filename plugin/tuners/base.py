@@ -480,6 +480,12 @@ class LowRankModel(BaseTuner):
         return super()._remap_adapter_state_dict_for_load(
             model, config, adapter_name, {cls.current_key(k): v for k, v in state_dict.items()})
 
+    def add_weighted_adapter(self, *args, **kwargs) -> None:
+        raise ValueError(f"add_weighted_adapter is not available for {type(self).__name__.removesuffix('Model')}: "
+                         f"{self.tuner_layer_cls.not_mergeable_reason.split(': ')[-1].split(';')[0]}, so adapters "
+                         "cannot be combined into one weight update; route each request to its adapter instead "
+                         "(adapter_names, plugin.serve)")
+
     def _check_merge_allowed(self):
         if not self.tuner_layer_cls.mergeable:
             raise ValueError(self.tuner_layer_cls.not_mergeable_reason)
