@@ -165,6 +165,19 @@ def _canonical_keys(raw: dict) -> dict:
                 continue
             raise UserError("do_train: false: plugin.train always trains; evaluate a saved adapter with "
                             "python -m plugin.eval --adapter DIR")
+        elif key == "pissa_init":  # LLaMA-Factory: PiSSA with pissa_iter fast-SVD iterations (-1: full SVD)
+            if not value:
+                continue
+            iterations = raw.get("pissa_iter", 16)
+            key, value = "init_lora_weights", "pissa" if iterations == -1 else f"pissa_niter_{iterations}"
+        elif key == "pissa_iter":
+            continue  # read with pissa_init
+        elif key == "pissa_convert":
+            if value:
+                raise UserError("pissa_convert: true (saving PiSSA as a plain LoRA delta) is not supported: the "
+                                "adapter saves the factors its residual was taken with, so it loads onto the "
+                                "original base as it is; drop pissa_convert")
+            continue
         elif key == "quantization_method":  # LLaMA-Factory; bitsandbytes is what load_in_4bit/8bit use
             if value == "bnb":
                 continue
@@ -180,6 +193,10 @@ def _check_values(cfg: TrainConfig, explicit_keys: list[str]) -> None:
     if cfg.cosine_min_lr_ratio is not None and (cfg.lr_scheduler != "cosine" or not 0 <= cfg.cosine_min_lr_ratio <= 1):
         raise UserError(f"cosine_min_lr_ratio: {cfg.cosine_min_lr_ratio} needs lr_scheduler: cosine and a value in "
                         f"[0, 1] (lr_scheduler is {cfg.lr_scheduler})")
+    if (cfg.load_in_4bit or cfg.load_in_8bit) and str(cfg.init_lora_weights).startswith(("pissa", "olora")):
+        raise UserError(f"init_lora_weights: {cfg.init_lora_weights} writes the residual W - s B A into the base, "
+                        "which needs a full-precision base: drop load_in_4bit / load_in_8bit, or use "
+                        "init_lora_weights: true")
     if cfg.push_to_hub and not cfg.hub_model_id:
         raise UserError("push_to_hub: true needs hub_model_id: owner/name (the hub repo to push the adapter to)")
     if cfg.hub_private_repo and not cfg.hub_model_id:

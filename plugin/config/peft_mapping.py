@@ -16,7 +16,7 @@ from .schema import TrainConfig, to_dict
 # YAML key -> the peft.LoraConfig field of the same meaning (our tuners' configs share these names)
 SHARED_KEYS = {"lora_r": "r", "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout",
                "lora_target_modules": "target_modules", "lora_modules_to_save": "modules_to_save",
-               "peft_use_rslora": "use_rslora"}
+               "peft_use_rslora": "use_rslora", "init_lora_weights": "init_lora_weights"}
 ALL_LINEAR = ("all-linear", "all", "all_linear")  # PEFT's, Axolotl's and LLaMA-Factory's spellings
 
 
@@ -25,7 +25,7 @@ def _yaml_message(message: str, method: str) -> str:
     for key, spec in method_keys().items():
         if spec.method == method:
             message = re.sub(rf"\b{spec.field}\b", key, message)
-    return message
+    return re.sub(r"\binit_weights\b", "init_lora_weights", message)
 
 
 def peft_config_from_keys(keys: dict) -> PeftConfig:
@@ -40,6 +40,7 @@ def peft_config_from_keys(keys: dict) -> PeftConfig:
     adapter = keys.get("adapter") or defaults["adapter"]
     if adapter == "lora":
         return LoraConfig(**{**common, "target_modules": common["target_modules"] or "all-linear"})
+    common["init_weights"] = common.pop("init_lora_weights")  # our configs' name for it
     config_cls, _ = METHODS[adapter]
     own = {spec.field: keys[key] for key, spec in method_keys().items()
            if spec.method == adapter and keys.get(key) is not None}

@@ -109,6 +109,10 @@ class TrainConfig:
     lora_modules_to_save: Optional[list[str]] = option("adapter", None, "modules trained in full and saved beside "
                                                                         "the adapter (e.g. a classifier's pooler)")
     peft_use_rslora: bool = option("adapter", False, "rank-stabilised scaling: s = lora_alpha / sqrt(r)")
+    init_lora_weights: Union[bool, str] = option(
+        "adapter", True, "the adapter's init (PEFT's name): true (the papers'), gaussian, pissa, pissa_niter_K "
+        "(fast SVD), olora; PiSSA / OLoRA move W's principal part into the adapter and leave the residual in the "
+        "base (a full-precision base; LLaMA-Factory's pissa_init / pissa_iter map here)")
     # data
     datasets: list[DatasetSpec] = option("data", help="training data: a list of dataset entries (keys below)",
                                          factory=list)

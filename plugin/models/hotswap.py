@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..tuners.base import LowRankModel
+from ..tuners.base import LowRankModel, principal_init
 from .adapter_io import adapter_parameters, read_adapter_config, read_adapter_weights
 
 # settings whose difference changes shapes or scaling; the rest (paths, init, inference_mode) may differ
@@ -26,6 +26,10 @@ def hotswap_adapter(model, path_or_state_dict: str | Path | dict, adapter_name: 
     if adapter_name not in tuner.peft_config:
         raise ValueError(f"no adapter named {adapter_name!r} is loaded; loaded: {', '.join(tuner.peft_config)}")
     config = tuner.peft_config[adapter_name]
+    if principal_init(config.init_weights):
+        raise ValueError(f"{adapter_name!r} was initialised with {config.init_weights}, which moved part of the base "
+                         "weights into it: a swap would leave the wrong residual in the base; load the new adapter "
+                         "instead")
     if isinstance(path_or_state_dict, dict):
         state = path_or_state_dict
     else:

@@ -18,7 +18,7 @@ import torch
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
 
 from ..tuners import METHODS
-from ..tuners.base import inject_adapter_names
+from ..tuners.base import inject_adapter_names, principal_init
 from ..utils.errors import UserError
 from .adapter_io import adapter_parameters, read_adapter_config, read_adapter_weights
 
@@ -46,6 +46,10 @@ class MultiAdapterModel:
             raise UserError(f"adapter {folder} is {peft_type}; adapters of {', '.join(SERVABLE)} can share a base")
         state = read_adapter_weights(folder)
         config = PEFT_TYPE_TO_CONFIG_MAPPING[peft_type].from_pretrained(str(folder))
+        init = getattr(config, "init_weights", getattr(config, "init_lora_weights", True))
+        if principal_init(init) or init in ("corda", "loftq"):
+            raise UserError(f"adapter {folder} was initialised with {init}, which changes the base weights under it: "
+                            "it cannot share a base with other adapters; merge it (MPLoRA, LoRA) or serve it alone")
         if config.modules_to_save:
             raise UserError(f"adapter {folder} also trains whole modules ({', '.join(config.modules_to_save)}), "
                             "which cannot be shared between adapters on one base; serve it on its own base")

@@ -13,7 +13,7 @@ import math
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 from peft.config import PeftConfig
@@ -21,6 +21,14 @@ from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer, check_adapters_t
 from peft.utils.other import AuxiliaryTrainingWrapper, get_pattern_key
 from torch import nn
 from transformers.pytorch_utils import Conv1D
+
+
+PISSA = re.compile(r"pissa(_niter_[1-9][0-9]*)?")  # LoRA's spellings: full SVD, or randomised with K iterations
+
+
+def principal_init(init_weights) -> bool:
+    """PiSSA or OLoRA: the init moves W's principal part from the base into A and B."""
+    return init_weights == "olora" or bool(PISSA.fullmatch(str(init_weights)))
 
 
 @dataclass
@@ -48,11 +56,12 @@ class LowRankConfig(PeftConfig):
         "help": "Layer name (regex, as rank_pattern) -> its own lora_alpha."})
     target_parameters: Optional[list[str]] = field(default=None, metadata={
         "help": "LoRA's adapters on raw (e.g. 3D MoE expert) parameters: not available for these methods; refused."})
-    init_weights: Union[bool, Literal["gaussian"]] = field(
+    init_weights: Union[bool, str] = field(
         default=True,
         metadata={"help": "True: the paper's init (identity at start; A kaiming-uniform as LoRA's). 'gaussian': the "
-                          "same with A ~ normal(0, 1/r), LoRA's 'gaussian'. False: small random values everywhere "
-                          "(tests)."},
+                          "same with A ~ normal(0, 1/r), LoRA's 'gaussian'. 'pissa' / 'pissa_niter_K' (fast SVD) / "
+                          "'olora' (QR): A and B take W's principal part and the base keeps the residual, so the "
+                          "output at init is unchanged, as LoRA's. False: small random values everywhere (tests)."},
     )
 
     # set by each subclass: the PeftType member name; the method's name and paper for the model card
@@ -89,10 +98,11 @@ class LowRankConfig(PeftConfig):
                    "MPLORA" else f"{self._peft_type_name}'s update depends on each token, so it is no weight delta "
                    "that a parameter (unlike a layer's call) could take")
             raise ValueError(f"target_parameters is not supported: {why}")
-        if not (isinstance(self.init_weights, bool) or self.init_weights == "gaussian"):
-            raise ValueError(f"init_weights must be True, False or 'gaussian', got {self.init_weights!r}: of LoRA's "
-                             "init_lora_weights choices, PiSSA, OLoRA, EVA, CorDA and LoftQ are not implemented for "
-                             "these methods")
+        if not (isinstance(self.init_weights, bool) or self.init_weights in ("gaussian", "olora")
+                or PISSA.fullmatch(str(self.init_weights))):
+            raise ValueError(f"init_weights must be True, False, 'gaussian', 'pissa', 'pissa_niter_K' or 'olora', got "
+                             f"{self.init_weights!r} (of LoRA's other init_lora_weights choices, EVA, CorDA and LoftQ "
+                             "are not implemented for these methods)")
 
     def save_pretrained(self, save_directory: str, **kwargs) -> None:
         """PEFT's save, then the model card section naming the method and how to load it (PEFT's own card, written
@@ -176,6 +186,15 @@ class Scale(nn.Module):
         return x * self.weight
 
 
+class ResidualFactors(nn.Module):
+    """The A and B a PiSSA / OLoRA residual was taken with: buffers (saved, never trained)."""
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("A", a.detach().clone().float())
+        self.register_buffer("B", b.detach().clone().float())
+
+
 class LowRankLayer(nn.Module, BaseTunerLayer):
     """Base of the three adapter layers.
 
@@ -207,6 +226,8 @@ class LowRankLayer(nn.Module, BaseTunerLayer):
         for name in self.adapter_layer_names:
             setattr(self, name, nn.ModuleDict({}))
         self._register_load_state_dict_pre_hook(self._load_legacy_layout)
+        self.register_load_state_dict_post_hook(self._after_load)
+        self.residual_applied: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._disable_adapters = False
         self.merged_adapters: list[str] = []
         self.kwargs = kwargs
@@ -266,6 +287,53 @@ class LowRankLayer(nn.Module, BaseTunerLayer):
             nn.init.zeros_(b)
         else:
             nn.init.normal_(b, std=0.02)
+        if principal_init(init_weights):
+            self._principal_init(adapter_name, init_weights)
+
+    def _principal_init(self, adapter_name: str, how: str) -> None:
+        """PiSSA (SVD) or OLoRA (QR), in LoRA's formulas: s B A = W's principal rank-r part, W keeps the rest. The
+        factors the residual was taken with are kept (and saved) in ``{prefix}residual``: loading the adapter onto
+        the original base puts that same residual under the trained A and B, however the SVD came out there."""
+        base = self.get_base_layer()
+        if is_quantized(base):
+            raise ValueError(f"init_weights={how!r} needs a full-precision base: the residual W - s B A is written "
+                             "into the base weight; load it without load_in_4bit/8bit, or use init_weights=True")
+        weight = base.weight.data
+        w = (weight.T if self.fan_in_fan_out else weight).float()
+        r, s = self.r[adapter_name], self.scaling[adapter_name]
+        if how == "olora":
+            q, upper = torch.linalg.qr(w)
+            b, a = q[:, :r], upper[:r]
+        else:
+            if how == "pissa":
+                u, values, vh = torch.linalg.svd(w, full_matrices=False)
+            else:
+                u, values, v = torch.svd_lowrank(w, q=r, niter=int(how.rsplit("_", 1)[1]))
+                vh = v.T
+            root = (values[:r] / s).sqrt()
+            b, a = u[:, :r] * root, root[:, None] * vh[:r]
+        self.lora_A_dict[adapter_name].weight.data = a.contiguous().to(self.lora_A_dict[adapter_name].weight.dtype)
+        self.lora_B_dict[adapter_name].weight.data = b.contiguous().to(self.lora_B_dict[adapter_name].weight.dtype)
+        holder = self._modules.setdefault(self.prefix + "residual", nn.ModuleDict())
+        holder[adapter_name] = ResidualFactors(a, b)
+        self._shift_base(adapter_name, -(s * b @ a))
+
+    def _shift_base(self, adapter_name: str, delta: torch.Tensor) -> None:
+        base = self.get_base_layer()
+        base.weight.data += (delta.T if self.fan_in_fan_out else delta).to(base.weight.dtype)
+        self.residual_applied[adapter_name] = tuple(t.clone() for t in self._residual_factors(adapter_name))
+
+    def _residual_factors(self, adapter_name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        factors = self._modules[self.prefix + "residual"][adapter_name]
+        return factors.A, factors.B
+
+    def _after_load(self, module, incompatible_keys) -> None:
+        # a loaded PiSSA / OLoRA adapter brings the factors its residual was taken with: re-take it with those
+        for name, (a_old, b_old) in list(self.residual_applied.items()):
+            a_new, b_new = self._residual_factors(name)
+            if not (torch.equal(a_new, a_old) and torch.equal(b_new, b_old)):
+                s = self.scaling[name]
+                self._shift_base(name, s * (b_old @ a_old - b_new.float() @ a_new.float()))
 
     # ---- forward -------------------------------------------------------------------------------------------
     def low_rank(self, adapter_name: str, x: torch.Tensor) -> torch.Tensor:

@@ -99,6 +99,10 @@ CASES = [
     ("broken chat template", {"chat_template": "{% for m in messages %}{{ m.content }"}, "row 0 (counting from 0): the chat template failed on it", None),
     ("every row longer than sequence_len", {"sequence_len": 8}, "no row is left to train (16 with trained tokens past sequence_len 8)", None),
     ("resume from a non-checkpoint folder", {"resume_from_checkpoint": "__TMP__"}, "no readable trainer_state.json", None),
+    ("unknown init", {"init_lora_weights": "loftq"}, "init_lora_weights must be True, False, 'gaussian', 'pissa'", None),
+    ("PiSSA on a 4-bit base", {"pissa_init": True, "load_in_4bit": True}, "init_lora_weights: pissa_niter_16 writes the residual W - s B A into the base", None),
+    ("PiSSA converted at save", {"pissa_init": True, "pissa_convert": True}, "pissa_convert: true (saving PiSSA as a plain LoRA delta) is not supported", None),
+    ("push without a repo", {"push_to_hub": True}, "push_to_hub: true needs hub_model_id", None),
 ]
 
 

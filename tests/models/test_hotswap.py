@@ -95,3 +95,9 @@ def test_weighted_adapters_of_token_dependent_methods_are_refused(method, why):
     model = get_peft_model(tiny_llama(), method_config(method, target_modules=["q_proj"]))
     with pytest.raises(ValueError, match=f"add_weighted_adapter is not available for .*: {why}"):
         model.add_weighted_adapter(["default"], [1.0], "x")
+
+
+def test_hotswap_refuses_an_adapter_that_changed_its_base(tmp_path):
+    model = _loaded(_save(tmp_path / "a", "mor", 1, init_weights="olora"))
+    with pytest.raises(ValueError, match="initialised with olora, which moved part of the base weights"):
+        plugin.hotswap_adapter(model, tmp_path / "a")

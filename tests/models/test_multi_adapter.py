@@ -74,3 +74,11 @@ def test_an_adapter_for_another_base_is_one_line(tiny_model_dir, folders, tmp_pa
     with pytest.raises(UserError, match="does not fit the base model"):
         multi.add("other", tmp_path / "other")
     assert multi.adapters == {}
+
+
+def test_an_adapter_that_changed_its_base_cannot_share_it(tiny_model_dir, tmp_path):
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                   method_config("mor", target_modules=["q_proj"], init_weights="pissa")).save_pretrained(tmp_path / "p")
+    multi = MultiAdapterModel(AutoModelForCausalLM.from_pretrained(tiny_model_dir))
+    with pytest.raises(UserError, match="initialised with pissa, which changes the base weights"):
+        multi.add("p", tmp_path / "p")

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..base import LowRankConfig, LowRankLayer
+from ..base import LowRankConfig, LowRankLayer, principal_init
 
 
 GATE_EPS = 1e-8
@@ -83,6 +83,11 @@ class LoRATRFLayer(LowRankLayer):
         "LoRATRF cannot be merged: its task-relevance filter scales each token by cos(h, t), which no fixed "
         "weight matrix reproduces; use unload() to get the base model back, or keep the adapter unmerged"
     )
+
+    def check_config(self, config: LowRankConfig) -> None:
+        if principal_init(config.init_weights) and config.trf_mode == "input":
+            raise ValueError(f"init_weights={config.init_weights!r} needs the adapter to add s B A x at init, but "
+                             "trf_mode 'input' gates it by cos(x, t); use trf_mode 'output' or init_weights True")
 
     def create_method_params(self, adapter_name: str, config: LowRankConfig) -> None:
         self.trf_mode[adapter_name] = config.trf_mode
