@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --generate: each model holds K adapters of its method and the batch's rows are spread "
                         "over them (PEFT's adapter_names: a server batching requests for several adapters); compare "
                         "with the same command without --mixed")
+    p.add_argument("--compile", action="store_true",
+                   help="also measure each method with the model's forward under torch.compile (rows '<method>+compile'): "
+                        "eager vs compiled training step, or generation with --generate")
     p.add_argument("--layer_only", action="store_true",
                    help="time one FFN-shaped layer with its adapter instead of the whole model")
     p.add_argument("--load_in_4bit", action="store_true",

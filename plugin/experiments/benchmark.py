@@ -24,7 +24,8 @@ METHODS = ["lora", "mplora", "mor", "mor_naive", "loratrf"]
 # at least this much), so it shows how much of MoR's gap to LoRA is the method's arithmetic
 GENERATE_METHODS = ["lora", "lora_wide", "mplora", "mplora_merged", "mor", "loratrf"]
 LLAMA_LINEARS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]  # what --targets names
-PROGRESS = "bench progress: "  # a child's stderr lines shown as they come; the rest only if it fails
+PROGRESS = "bench progress: "
+COMPILED = "+compile"  # --compile: each method also measured under torch.compile, as "<method>+compile"  # a child's stderr lines shown as they come; the rest only if it fails
 
 
 def _peft_config(method: str, rank: int, experts: int, targets: list[str]):
@@ -120,6 +121,8 @@ def _build_step(method: str, args, device: str):
 
     from ..tuners.auxiliary import weighted_aux_loss
 
+    compiled = method.endswith(COMPILED)
+    method = method.removesuffix(COMPILED)
     torch.manual_seed(0)  # the same base weights and inputs for every method
     if args.model_dir:  # the 4-bit base, saved once by the parent
         from ..models.loader import load_base_model
@@ -138,6 +141,9 @@ def _build_step(method: str, args, device: str):
         model = _distribute(model, args.engine, device)
     if method == "mplora_merged":
         model = model.merge_and_unload()
+    if compiled:  # the transformers model's forward, which training steps and generate both call
+        hf_model = model.get_base_model() if hasattr(model, "get_base_model") else model
+        hf_model.forward = torch.compile(hf_model.forward)
     ids = torch.randint(0, args.vocab, (args.batch, args.seq), device=device)
     if args.generate:
         model.eval()
@@ -334,6 +340,10 @@ def run(args) -> int:
     if "lora" not in methods or len(set(methods)) < len(methods):
         raise UserError(f"--methods {','.join(methods)}: name lora (the yardstick) and each method once; "
                         "--repeats N runs the list N times")
+    if args.compile:
+        if args.engine or args.layer_only:
+            raise UserError("--compile measures the whole model in one process: drop --engine / --layer_only")
+        methods = [name for m in methods for name in (m, m + COMPILED)]
     bad_targets = [t for t in args.targets.split(",") if t not in LLAMA_LINEARS]
     if bad_targets:
         raise UserError(f"--targets: '{bad_targets[0]}' is not a layer of the benchmark's LLaMA blocks; choose from "

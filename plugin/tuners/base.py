@@ -357,7 +357,10 @@ class LowRankLayer(nn.Module, BaseTunerLayer):
         """``build(*sources)`` for no-grad forwards (generation, evaluation), rebuilt only when a source or the
         scaling changed: a tensor's ``_version`` counts its in-place updates (torch optimizers, load_state_dict), its
         data_ptr, dtype and device change when it is replaced or moved, and ``train()`` / ``eval()`` empty the cache
-        (below). Kept out of the state dict."""
+        (below). Kept out of the state dict. Under ``torch.compile`` it is built in the graph instead: the cache's
+        version and pointer checks would split the graph and recompile it per layer."""
+        if torch.compiler.is_compiling():
+            return build(*sources)
         key = (self.scaling[adapter_name], *((t._version, t.data_ptr(), t.dtype, t.device) for t in sources))
         cached = self.inference_cache.get((adapter_name, what))
         if cached is None or cached[0] != key:
