@@ -18,6 +18,7 @@ from ..tuners import METHODS
 from . import chat_templates, peer_keys
 from .method_keys import method_keys
 from .peft_mapping import ALL_LINEAR, peft_config_from_keys
+from .deepspeed_file import resolve_deepspeed
 from .schema import ALIASES, DEFAULT_ROLES, EMBEDDED_ENCODER, TEXT_TYPES, DatasetSpec, TrainConfig, to_dict, yaml_fields
 from ..utils.errors import UserError
 
@@ -197,6 +198,7 @@ def _check_values(cfg: TrainConfig, explicit_keys: list[str]) -> None:
         raise UserError(f"init_lora_weights: {cfg.init_lora_weights} writes the residual W - s B A into the base, "
                         "which needs a full-precision base: drop load_in_4bit / load_in_8bit, or use "
                         "init_lora_weights: true")
+    cfg.deepspeed = resolve_deepspeed(cfg.deepspeed)
     if cfg.push_to_hub and not cfg.hub_model_id:
         raise UserError("push_to_hub: true needs hub_model_id: owner/name (the hub repo to push the adapter to)")
     if cfg.hub_private_repo and not cfg.hub_model_id:

@@ -34,8 +34,6 @@ _FSDP = ("FSDP is configured by accelerate: accelerate launch --config_file conf
          "(or fsdp2.yaml) -m plugin.train CONFIG")
 # belongs elsewhere or cannot be honoured: the way out is in the message
 REFUSED = {
-    "deepspeed": "DeepSpeed is configured by accelerate: accelerate launch --config_file "
-                 "configs/accelerate/deepspeed_zero3.yaml -m plugin.train CONFIG (its JSON is beside it; yours works too)",
     "fsdp": _FSDP,
     "fsdp_config": _FSDP,
     "lora_model_dir": "continuing from a saved adapter is not supported here; resume an interrupted run with "
@@ -77,7 +75,7 @@ REFUSED_WHEN_ON = {
     "early_stopping_patience": "early stopping is not supported: set max_steps or num_epochs",
 }
 # pairs that string similarity would wrongly connect
-NOT_HINTS = {("deepspeed", "seed"), ("lora_model_dir", "loratrf_mode")}
+NOT_HINTS = {("lora_model_dir", "loratrf_mode")}
 
 
 def hint_allowed(key: str, suggestion: str) -> bool:

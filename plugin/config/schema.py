@@ -152,6 +152,10 @@ class TrainConfig:
     gradient_checkpointing: Union[bool, Literal["offload"]] = option(
         "training", False, "recompute activations in the backward; offload: also keep saved activations on the CPU")
     seed: int = option("training", 42, "seed of the adapter init, data order and dropout")
+    deepspeed: Union[str, dict, None] = option(
+        "training", None, "DeepSpeed config for the Trainer (TrainingArguments.deepspeed): a JSON file, read from the "
+        "working directory (Axolotl's deepspeed_configs/*.json and LLaMA-Factory's examples/deepspeed/*.json names "
+        "fall back to copies shipped here), or an inline mapping; launch with torchrun, accelerate launch or deepspeed")
     # outputs
     output_dir: str = option("output", "outputs/run", "run folder: checkpoints, adapter, metrics")
     overwrite_output_dir: bool = option("output", False, "start over in an output_dir that holds a finished run")

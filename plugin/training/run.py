@@ -7,6 +7,7 @@ Works the same under ``accelerate launch -m plugin.train`` and ``torchrun -m plu
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import yaml
@@ -78,6 +79,7 @@ def training_arguments(cfg: TrainConfig, has_eval: bool, use_cpu: bool):
         report_to=cfg.report_to,
         ddp_find_unused_parameters=False,
         use_cpu=use_cpu,
+        deepspeed=cfg.deepspeed,
     )
     if cfg.task == "sequence_classification":
         from transformers import TrainingArguments
@@ -111,6 +113,8 @@ def train(cfg: TrainConfig) -> Path:
 
     # without cpu=True accelerate ignores torchrun's WORLD_SIZE on a CPU-only machine and runs each rank alone
     use_cpu = not torch.cuda.is_available()
+    if cfg.deepspeed is not None and use_cpu:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed's CPU accelerator (gloo), as on CPU-only CI
     state = PartialState(cpu=use_cpu)
     config = to_dict(cfg)
     run = run_dir.plan(cfg, config)

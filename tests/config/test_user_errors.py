@@ -46,6 +46,11 @@ def _interrupted_run(tmp_path, cfg):
     (tmp_path / "out" / "checkpoint-4" / "trainer_state.json").write_text("{}")
 
 
+def _bad_deepspeed_json(tmp_path, cfg):
+    (tmp_path / "bad_ds.json").write_text("{zero")
+    cfg["deepspeed"] = str(tmp_path / "bad_ds.json")
+
+
 def _output_is_file(tmp_path, cfg):
     (tmp_path / "outfile").write_text("keep me")
     cfg["output_dir"] = str(tmp_path / "outfile")
@@ -87,7 +92,8 @@ CASES = [
     ("output_dir is a file", {}, "exists and is a file", _output_is_file),
     ("unknown scheduler", {"lr_scheduler": "zigzag"}, "zigzag", None),
     ("4-bit without bitsandbytes", {"load_in_4bit": True}, "load_in_4bit/load_in_8bit need bitsandbytes", None),
-    ("deepspeed in the YAML", {"deepspeed": "ds.json"}, "deepspeed: DeepSpeed is configured by accelerate", None),
+    ("deepspeed file missing", {"deepspeed": "ds.json"}, "deepspeed: ds.json: no such file (a relative path is read from", None),
+    ("deepspeed file not JSON", {}, "bad_ds.json is not readable JSON", _bad_deepspeed_json),
     ("special token not in the vocabulary", {"special_tokens": {"pad_token": "<|nope|>"}}, "special_tokens: pad_token '<|nope|>' is not in the tokenizer's vocabulary", None),
     ("preference stage", {"stage": "dpo"}, "stage: dpo: only supervised fine-tuning (sft) and plain-text training (pt)", None),
     ("do_train false", {"do_train": False}, "do_train: false: plugin.train always trains", None),

@@ -151,6 +151,35 @@ def test_deepspeed_zero3_through_accelerate_matches_one_process(base_cfg, tmp_pa
         torch.testing.assert_close(zero3[key], one[key], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("adapter,extra,ds_file", [
+    ("mplora", {"mplora_num_paths": 2, "mplora_orth_weight": 5.0}, "examples/deepspeed/ds_z2_config.json"),
+    ("loratrf", {"loratrf_mode": "output"}, "examples/deepspeed/ds_z2_config.json"),
+    ("mor", {"mor_num_experts": 3, "mor_router_aux_loss_coef": 1.0}, "examples/deepspeed/ds_z3_config.json"),
+], ids=["zero2-mplora", "zero2-loratrf", "zero3-mor"])
+def test_deepspeed_key_in_the_yaml_under_torchrun_matches_one_process(base_cfg, tmp_path, adapter, extra, ds_file):
+    """`deepspeed: examples/deepspeed/ds_z{2,3}_config.json` as LLaMA-Factory's examples write it, launched with plain
+    torchrun on 2 CPU processes: the shipped copies stand in (not in the working directory), the Trainer fills their
+    "auto" values, and the adapter equals one process running the same micro-batches with gradient accumulation."""
+    pytest.importorskip("deepspeed")
+    keys = {**base_cfg, "lr_scheduler": "constant", "max_grad_norm": 0.0, "max_steps": 2, "save_steps": 100,
+            "adapter": adapter, "micro_batch_size": 2, "optimizer": "adamw_torch", "learning_rate": 0.01, **extra}
+    one = adapter_weights(train(load_config(None, {**keys, "gradient_accumulation_steps": 2,
+                                                   "output_dir": str(tmp_path / "one")})))
+    cfg_file = write_yaml(tmp_path / "ds.yaml", **{**keys, "deepspeed": ds_file, "output_dir": str(tmp_path / "ds")})
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29535",
+         "-m", "plugin.train", str(cfg_file)],
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"note: deepspeed: {ds_file} is not in {tmp_path}; using the copy of it this package ships" in proc.stderr
+    assert "DeepSpeed" in proc.stdout + proc.stderr  # the engine really ran
+    two = adapter_weights(tmp_path / "ds")
+    assert two.keys() == one.keys()
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-6)
+
+
 def test_sample_packing_and_alpaca_data(base_cfg, tmp_path):
     alpaca = tmp_path / "alpaca.jsonl"
     alpaca.write_text("".join(
