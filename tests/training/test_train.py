@@ -119,6 +119,25 @@ def test_two_processes_match_one_on_the_same_global_batch(base_cfg, tmp_path):
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-6)
 
 
+def test_two_nodes_match_one_process(base_cfg, tmp_path):
+    """A 2-node x 1-process job on this machine, as a multi-machine launch runs it: two torchrun processes with
+    --nnodes 2 and --node_rank 0 / 1 meeting through c10d rendezvous on 127.0.0.1; one step equals one process."""
+    keys = {**base_cfg, "optimizer": "sgd", "lr_scheduler": "constant", "max_grad_norm": 0.0, "learning_rate": 0.5,
+            "max_steps": 1, "save_steps": 100, "adapter": "mor", "mor_num_experts": 3}
+    one = adapter_weights(train(load_config(None, {**keys, "micro_batch_size": 4, "output_dir": str(tmp_path / "one")})))
+    cfg_file = write_yaml(tmp_path / "nodes.yaml", **{**keys, "micro_batch_size": 2, "output_dir": str(tmp_path / "two")})
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1", "--node_rank",
+         str(rank), "--rdzv_backend", "c10d", "--rdzv_endpoint", "127.0.0.1:29536", "--rdzv_id", "plugin-test",
+         "-m", "plugin.train", str(cfg_file)],
+        cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    outputs = [node.communicate(timeout=600) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    two = adapter_weights(tmp_path / "two")
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-6)
+
+
 AXOLOTL_ZERO3 = REPO / "tests" / "fixtures" / "peer_configs" / "axolotl" / "deepspeed_configs_zero3.json"
 
 
