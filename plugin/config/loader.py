@@ -101,6 +101,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
         raise UserError(f"{where} must be a string, got {value!r}")
+    if tp is Any:  # the inside of a mapping handed on as it is (a DeepSpeed or FSDP config)
+        return value
     raise TypeError(f"unhandled annotation {tp}")
 
 
@@ -143,7 +145,7 @@ def _canonical_keys(raw: dict) -> dict:
         if value is None and not _takes_none(ALIASES.get(key, key)):
             continue  # upstream files leave unused keys empty (lora_model_dir:, lora_r:): empty means absent
         if key == "gradient_checkpointing_kwargs" and isinstance(value, dict) and value.get("use_reentrant"):
-            raise UserError(peer_keys.REENTRANT_REFUSED)
+            print(peer_keys.REENTRANT_SWITCHED, file=sys.stderr)
         if key in peer_keys.REFUSED_WHEN_ON:
             if value:
                 raise UserError(f"{key}: {value}: {peer_keys.REFUSED_WHEN_ON[key]}")
@@ -166,6 +168,11 @@ def _canonical_keys(raw: dict) -> dict:
                 continue
             raise UserError("do_train: false: plugin.train always trains; evaluate a saved adapter with "
                             "python -m plugin.eval --adapter DIR")
+        elif key == "attention":  # Axolotl's newer spelling of the attention kernel
+            names = {"flash": "flash_attention_2", "sdpa": "sdpa", "eager": "eager", "flex": "flex_attention"}
+            if value not in names:
+                raise UserError(f"attention: {value}: choose one of {', '.join(names)}")
+            key, value = "attn_implementation", names[value]
         elif key == "pissa_init":  # LLaMA-Factory: PiSSA with pissa_iter fast-SVD iterations (-1: full SVD)
             if not value:
                 continue
@@ -199,6 +206,7 @@ def _check_values(cfg: TrainConfig, explicit_keys: list[str]) -> None:
                         "which needs a full-precision base: drop load_in_4bit / load_in_8bit, or use "
                         "init_lora_weights: true")
     cfg.deepspeed = resolve_deepspeed(cfg.deepspeed)
+    _check_fsdp(cfg)
     if cfg.push_to_hub and not cfg.hub_model_id:
         raise UserError("push_to_hub: true needs hub_model_id: owner/name (the hub repo to push the adapter to)")
     if cfg.hub_private_repo and not cfg.hub_model_id:
@@ -260,6 +268,31 @@ def _check_values(cfg: TrainConfig, explicit_keys: list[str]) -> None:
     if cfg.dataset_processes is not None and cfg.dataset_processes <= 0:
         raise UserError(f"dataset_processes must be > 0, got {cfg.dataset_processes}")
     _check_method_keys(cfg)
+
+
+FSDP_OPTIONS = ("full_shard", "shard_grad_op", "hybrid_shard", "hybrid_shard_zero2", "no_shard", "offload",
+                "auto_wrap")
+
+
+def _check_fsdp(cfg: TrainConfig) -> None:
+    """Axolotl's spellings to the HF Trainer's: a list of options (or the HF string), fsdp_config alone enabling it
+    (Axolotl 0.19 with fsdp_version: 2), fsdp_version joining the config."""
+    if cfg.fsdp is None and cfg.fsdp_config is None:
+        if cfg.fsdp_version is not None:
+            raise UserError("fsdp_version is set but FSDP is not: add fsdp_config (and fsdp) or drop fsdp_version")
+        return
+    if cfg.deepspeed is not None:
+        raise UserError("fsdp and deepspeed are both set: one engine shards the model; keep one")
+    options = cfg.fsdp.split() if isinstance(cfg.fsdp, str) else list(cfg.fsdp or ["full_shard", "auto_wrap"])
+    unknown = [o for o in options if o not in FSDP_OPTIONS]
+    if unknown:
+        raise UserError(f"fsdp: unknown option '{unknown[0]}'{_suggest(unknown[0], list(FSDP_OPTIONS))}; options: "
+                        f"{', '.join(FSDP_OPTIONS)}")
+    if cfg.fsdp_version not in (None, 1, 2):
+        raise UserError(f"fsdp_version must be 1 or 2, got {cfg.fsdp_version}")
+    cfg.fsdp = options
+    if cfg.fsdp_version is not None:
+        cfg.fsdp_config = {**(cfg.fsdp_config or {}), "fsdp_version": cfg.fsdp_version}
 
 
 def _check_method_keys(cfg: TrainConfig) -> None:

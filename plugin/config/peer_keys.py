@@ -23,19 +23,16 @@ IGNORED = {
     "debug", "eval_table_size", "hf_use_auth_token", "push_dataset_to_hub", "remove_unused_columns",
     "flash_optimum", "torchdistx_path", "tokenizer_use_fast",
     "test_value",  # a marker in one Axolotl example that Axolotl itself never reads
-    # reentrant or not, checkpointing computes the same gradients; we always use use_reentrant: false (true refused)
+    # reentrant or not, checkpointing computes the same gradients; we always use use_reentrant: false (true switched, with a note)
     "gradient_checkpointing_kwargs",
 }
-# reentrant checkpointing runs the forward under no_grad, where the adapters compute their auxiliary losses
-REENTRANT_REFUSED = ("gradient_checkpointing_kwargs: use_reentrant: true is not supported: the adapters' auxiliary "
-                     "losses are computed in the forward, which reentrant checkpointing runs without gradients; set "
-                     "use_reentrant: false (the gradients are the same)")
-_FSDP = ("FSDP is configured by accelerate: accelerate launch --config_file configs/accelerate/fsdp_qlora.yaml "
-         "(or fsdp2.yaml) -m plugin.train CONFIG")
+# reentrant checkpointing runs the forward under no_grad, where the adapters compute their auxiliary losses; the
+# non-reentrant kind saves the same memory and gives the gradients of no checkpointing at all
+REENTRANT_SWITCHED = ("note: gradient_checkpointing_kwargs: use_reentrant: true is run as use_reentrant: false: the "
+                      "adapters' auxiliary losses are computed in the forward, which reentrant checkpointing runs "
+                      "without gradients; the non-reentrant kind saves the same memory with the right gradients")
 # belongs elsewhere or cannot be honoured: the way out is in the message
 REFUSED = {
-    "fsdp": _FSDP,
-    "fsdp_config": _FSDP,
     "lora_model_dir": "continuing from a saved adapter is not supported here; resume an interrupted run with "
                       "resume_from_checkpoint: auto, or evaluate a saved adapter with python -m plugin.eval --adapter",
     "rl": "preference training (DPO, ORPO, KTO, ...) is not supported: plugin.train runs supervised fine-tuning",

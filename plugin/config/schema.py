@@ -152,7 +152,14 @@ class TrainConfig:
     gradient_checkpointing: Union[bool, Literal["offload"]] = option(
         "training", False, "recompute activations in the backward; offload: also keep saved activations on the CPU")
     seed: int = option("training", 42, "seed of the adapter init, data order and dropout")
-    deepspeed: Union[str, dict, None] = option(
+    fsdp: Union[list[str], str, None] = option(
+        "training", None, "FSDP for the Trainer (TrainingArguments.fsdp): Axolotl's list (full_shard, auto_wrap, "
+        "offload, ...) or the HF string; set by fsdp_config alone too; launch with torchrun or accelerate launch")
+    fsdp_config: Optional[dict[str, Any]] = option(
+        "training", None, "FSDP settings (TrainingArguments.fsdp_config): Axolotl's fsdp_-prefixed keys or the HF "
+        "names (transformer_layer_cls_to_wrap, offload_params, cpu_ram_efficient_loading, state_dict_type, ...)")
+    fsdp_version: Optional[int] = option("training", None, "FSDP 1 or 2 (Axolotl's key; the HF fsdp_config version)")
+    deepspeed: Union[str, dict[str, Any], None] = option(
         "training", None, "DeepSpeed config for the Trainer (TrainingArguments.deepspeed): a JSON file, read from the "
         "working directory (Axolotl's deepspeed_configs/*.json and LLaMA-Factory's examples/deepspeed/*.json names "
         "fall back to copies shipped here), or an inline mapping; launch with torchrun, accelerate launch or deepspeed")

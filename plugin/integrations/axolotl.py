@@ -25,7 +25,7 @@ from axolotl.integrations.base import AdapterCapabilities, BasePlugin
 from pydantic import BaseModel, Field, create_model
 
 from ..config.method_keys import method_keys
-from ..config.peer_keys import REENTRANT_REFUSED
+from ..config.peer_keys import REENTRANT_SWITCHED
 from ..inference.export import MERGEABLE, NOT_A_DELTA, WHY
 from ..tuners import METHODS, register
 
@@ -54,7 +54,7 @@ class LoRAVariantsPlugin(BasePlugin):
         if cfg.get("gradient_checkpointing"):
             kwargs = cfg.get("gradient_checkpointing_kwargs") or {}
             if kwargs.get("use_reentrant"):
-                _refuse(REENTRANT_REFUSED)
+                print(REENTRANT_SWITCHED, file=sys.stderr)
             cfg["gradient_checkpointing_kwargs"] = {**kwargs, "use_reentrant": False}
         if cfg.get("merge_lora"):  # set by `axolotl merge-lora`
             if adapter.upper() not in MERGEABLE:

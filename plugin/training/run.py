@@ -80,6 +80,8 @@ def training_arguments(cfg: TrainConfig, has_eval: bool, use_cpu: bool):
         ddp_find_unused_parameters=False,
         use_cpu=use_cpu,
         deepspeed=cfg.deepspeed,
+        fsdp=" ".join(cfg.fsdp) if cfg.fsdp else "",
+        fsdp_config=cfg.fsdp_config,
     )
     if cfg.task == "sequence_classification":
         from transformers import TrainingArguments
@@ -115,6 +117,11 @@ def train(cfg: TrainConfig) -> Path:
     use_cpu = not torch.cuda.is_available()
     if cfg.deepspeed is not None and use_cpu:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed's CPU accelerator (gloo), as on CPU-only CI
+    if cfg.fsdp and use_cpu:
+        raise UserError("fsdp: FSDP needs GPUs (accelerate enables it only on accelerators, and would silently run "
+                        "each process on a full copy here); on CPU drop fsdp / fsdp_config, or use deepspeed:")
+    if cfg.fsdp:  # what `accelerate launch` with an FSDP config exports: a 4-bit base then loads as FSDP shards it
+        os.environ["ACCELERATE_USE_FSDP"] = "true"
     state = PartialState(cpu=use_cpu)
     config = to_dict(cfg)
     run = run_dir.plan(cfg, config)

@@ -218,3 +218,79 @@ def test_axolotl_schedule_and_optimizer_keys_reach_the_trainer(tmp_path):
         schedule.step()
     expected = [s / 2 for s in range(2)] + [0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (s - 2) / 8)) for s in range(2, 10)]
     assert lrs == pytest.approx(expected)
+
+
+# Published scale-out examples (verbatim): the TrainingArguments plugin.train builds from each, in a fresh process
+# (building them with deepspeed or fsdp exports ACCELERATE_USE_* for the rest of the process). Replaced: the adapter.
+_ARGS_OF = """
+import json, sys
+from plugin.config import load_config
+from plugin.training.run import training_arguments
+cfg = load_config(sys.argv[1], json.loads(sys.argv[2]))
+args = training_arguments(cfg, has_eval=False, use_cpu=True)  # as train() builds them on this CPU machine
+ds = getattr(args, "hf_deepspeed_config", None)
+print(json.dumps({"fsdp": bool(args.fsdp), "fsdp_config": args.fsdp_config, "load_in_4bit": cfg.load_in_4bit,
+                  "deepspeed": args.deepspeed, "ds": ds.config if ds else None}, default=str))
+"""
+SCALE_OUT = {
+    "axolotl/llama-2_qlora-fsdp.yml": {},
+    "axolotl/llama-3_qlora-fsdp-70b.yaml": {},
+    "axolotl/jamba_qlora_deepspeed.yaml": {},
+    "llamafactory/qwen3_lora_sft_ds3.yaml": {},
+}
+
+
+@pytest.mark.parametrize("example", list(SCALE_OUT))
+def test_published_scale_out_examples_reach_the_trainer(example, tmp_path):
+    overrides = {"adapter": "mor", **SCALE_OUT[example]}
+    proc = subprocess.run([sys.executable, "-c", _ARGS_OF, str(FIXTURES_DIR / "peer_configs" / example),
+                           json.dumps(overrides)], cwd=LF if example.startswith("llamafactory") else tmp_path,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO), "DS_ACCELERATOR": "cpu"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    built = json.loads(proc.stdout.strip().splitlines()[-1])
+    if "fsdp" in example:  # Axolotl's fsdp_-prefixed keys, as the HF Trainer reads them
+        assert built["fsdp"] and built["load_in_4bit"] and built["deepspeed"] is None
+        assert "use_reentrant: true is run as use_reentrant: false" in proc.stderr
+        config = built["fsdp_config"]
+        assert config["offload_params"] is True and config["transformer_layer_cls_to_wrap"] == ["LlamaDecoderLayer"]
+        assert (config["auto_wrap_policy"], config["state_dict_type"]) == ("TRANSFORMER_BASED_WRAP", "FULL_STATE_DICT")
+        assert config["limit_all_gathers"] and config["sync_module_states"] and config["cpu_ram_efficient_loading"]
+    else:  # the shipped copy of the named file, its "auto" values filled from the YAML
+        stage = 2 if "jamba" in example else 3
+        assert built["deepspeed"].endswith(("zero2.json", "ds_z3_config.json"))
+        assert "using the copy of it this package ships" in proc.stderr
+        assert built["ds"]["zero_optimization"]["stage"] == stage and not built["fsdp"]
+        micro, accumulation = (1, 4) if "jamba" in example else (1, 2)
+        assert (built["ds"]["train_micro_batch_size_per_gpu"], built["ds"]["gradient_accumulation_steps"]) == (
+            micro, accumulation)
+
+
+def test_fsdp_keys_are_checked_before_anything_loads(tmp_path):
+    base = {"base_model": "x", "datasets": [{"path": str(LF / "data" / "alpaca_en_demo.json"), "type": "alpaca"}]}
+    for keys, message in [({"fsdp": ["full_shard", "autowrap"]}, "fsdp: unknown option 'autowrap'; did you mean "
+                                                                   "'auto_wrap'?"),
+                          ({"fsdp_version": 2}, "fsdp_version is set but FSDP is not"),
+                          ({"fsdp_config": {"fsdp_offload_params": True}, "deepspeed": {"zero_optimization": {}}},
+                           "fsdp and deepspeed are both set"),
+                          ({"fsdp_config": {}, "fsdp_version": 3}, "fsdp_version must be 1 or 2")]:
+        with pytest.raises(UserError, match=message):
+            load_config(write_yaml(tmp_path / "c.yaml", **base, **keys))
+    cfg = load_config(write_yaml(tmp_path / "c.yaml", **base, fsdp_config={"offload_params": False}, fsdp_version=2))
+    assert cfg.fsdp == ["full_shard", "auto_wrap"] and cfg.fsdp_config == {"offload_params": False, "fsdp_version": 2}
+
+
+def test_llamafactory_zero3_example_trains_two_steps_as_mor_on_two_processes(tiny_model_dir, tmp_path):
+    """LLaMA-Factory's qwen3_lora_sft_ds3.yaml, unchanged but for the model, the adapter and the run length, under
+    torchrun on 2 CPU processes: its deepspeed: names examples/deepspeed/ds_z3_config.json, which the shipped copy
+    stands in for."""
+    pytest.importorskip("deepspeed")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29537",
+           "-m", "plugin.train", "qwen3_lora_sft_ds3.yaml", "--finetuning_type", "mor", "--model_name_or_path",
+           str(tiny_model_dir), "--max_steps", "2", "--cutoff_len", "256", "--output_dir", str(tmp_path / "out")]
+    proc = subprocess.run(cmd, cwd=LF, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "using the copy of it this package ships" in proc.stderr
+    assert json.loads((tmp_path / "out" / "adapter_config.json").read_text())["peft_type"] == "MOR"
+    assert json.loads((tmp_path / "out" / "run_summary.json").read_text())["steps"] == 2

@@ -99,7 +99,6 @@ CASES = [
     ("do_train false", {"do_train": False}, "do_train: false: plugin.train always trains", None),
     ("constant-then-cosine schedule", {"cosine_constant_lr_ratio": 0.8}, "cosine_constant_lr_ratio: 0.8: Axolotl's constant-then-cosine schedule", None),
     ("eot token not in the vocabulary", {"eot_tokens": ["<end_of_turn>"]}, "eot_tokens: '<end_of_turn>' is not a token of this tokenizer", None),
-    ("reentrant checkpointing", {"gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": True}}, "use_reentrant: true is not supported: the adapters' auxiliary losses are computed in the forward", None),
     ("optimizer without its package", {"optimizer": "lomo"}, "optimizer lomo: You need to install `lomo_optim`", None),
     ("report_to without its package", {"report_to": "dvclive"}, "requires dvclive to be installed", None),
     ("broken chat template", {"chat_template": "{% for m in messages %}{{ m.content }"}, "row 0 (counting from 0): the chat template failed on it", None),
@@ -109,6 +108,7 @@ CASES = [
     ("PiSSA on a 4-bit base", {"pissa_init": True, "load_in_4bit": True}, "init_lora_weights: pissa_niter_16 writes the residual W - s B A into the base", None),
     ("PiSSA converted at save", {"pissa_init": True, "pissa_convert": True}, "pissa_convert: true (saving PiSSA as a plain LoRA delta) is not supported", None),
     ("push without a repo", {"push_to_hub": True}, "push_to_hub: true needs hub_model_id", None),
+    ("FSDP on a CPU machine", {"fsdp_config": {"fsdp_offload_params": True}}, "fsdp: FSDP needs GPUs", None),
 ]
 
 
