@@ -36,6 +36,18 @@ METHOD_CONFIGS = {
 }
 
 
+def save_adapters(model_dir, root: Path, configs: dict) -> Path:
+    """One adapter per ``configs`` entry (name -> config factory) on the model saved at ``model_dir``, each saved in
+    ``root / name`` with its own seed (its index), so the adapters differ."""
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    for seed, (name, config) in enumerate(configs.items()):
+        torch.manual_seed(seed)
+        get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), config()).save_pretrained(root / name)
+    return root
+
+
 def method_config(name: str, **overrides):
     """``METHOD_CONFIGS[name]`` with some fields changed, e.g. ``method_config("mor", num_experts=5)``."""
     return METHOD_CONFIGS[name](**overrides)

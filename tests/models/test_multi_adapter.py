@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM
 from plugin.models.multi_adapter import MultiAdapterModel
 from plugin.utils.errors import UserError
 
-from ..helpers import method_config
+from ..helpers import method_config, save_adapters
 
 ADAPTERS = {  # overlapping targets: q_proj carries all four methods at once
     "mor": lambda: method_config("mor", target_modules=["q_proj", "v_proj", "up_proj"]),
@@ -23,11 +23,7 @@ ADAPTERS = {  # overlapping targets: q_proj carries all four methods at once
 
 @pytest.fixture(scope="module")
 def folders(tiny_model_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("multi")
-    for seed, (name, config) in enumerate(ADAPTERS.items()):
-        torch.manual_seed(seed)
-        get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), config()).save_pretrained(root / name)
-    return root
+    return save_adapters(tiny_model_dir, tmp_path_factory.mktemp("multi"), ADAPTERS)
 
 
 def _alone(tiny_model_dir, folder, ids):

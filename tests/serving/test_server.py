@@ -19,7 +19,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ..helpers import method_config
+from ..helpers import method_config, save_adapters
 
 openai = pytest.importorskip("openai")
 
@@ -85,10 +85,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def adapters(tiny_model_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("served")
-    for seed, (name, config) in enumerate(METHODS.items()):
-        torch.manual_seed(seed)
-        get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), config()).save_pretrained(root / name)
+    root = save_adapters(tiny_model_dir, tmp_path_factory.mktemp("served"), METHODS)
     torch.manual_seed(7)
     lora = LoraConfig(r=4, target_modules=["q_proj", "up_proj"], init_lora_weights=False)
     get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), lora).save_pretrained(
