@@ -1,6 +1,7 @@
 """``plugin.serve`` as users meet it: the real server process on 127.0.0.1, driven by the real ``openai`` client (and
-raw HTTP where the wire format itself is the point). References are computed here, independently: greedy
-``model.generate`` on a ``PeftModel`` of that one adapter, and ``plugin.chat --prompt`` itself."""
+raw HTTP where the wire format itself is the point), serving a MoR run folder trained by ``plugin.train`` beside a
+LoRATRF and an MPLoRA adapter. References are computed here, independently: greedy ``model.generate`` on a
+``PeftModel`` of that one adapter, and ``plugin.chat --prompt`` itself."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ..helpers import method_config, save_adapters
+from ..helpers import method_config, save_adapters, write_chat_rows
 
 openai = pytest.importorskip("openai")
 
@@ -85,7 +86,18 @@ class Server:
 
 @pytest.fixture(scope="module")
 def adapters(tiny_model_dir, tmp_path_factory):
-    root = save_adapters(tiny_model_dir, tmp_path_factory.mktemp("served"), METHODS)
+    root = save_adapters(tiny_model_dir, tmp_path_factory.mktemp("served"),
+                         {name: config for name, config in METHODS.items() if name != "mor"})
+    # the MoR adapter is a plugin.train run folder (its own tokenizer and resolved config), trained a few steps
+    from plugin.config import load_config
+    from plugin.training.run import train
+
+    train(load_config(None, {"base_model": str(tiny_model_dir), "adapter": "mor", "lora_r": 4, "lora_alpha": 8,
+                             "mor_num_experts": 3, "datasets": [{"path": str(write_chat_rows(root / "chat.jsonl", 8)),
+                                                                 "type": "messages"}],
+                             "sequence_len": 128, "micro_batch_size": 2, "max_steps": 3, "learning_rate": 0.01,
+                             "logging_steps": 1, "save_steps": 100, "report_to": "none",
+                             "output_dir": str(root / "mor")}))
     torch.manual_seed(7)
     lora = LoraConfig(r=4, target_modules=["q_proj", "up_proj"], init_lora_weights=False)
     get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), lora).save_pretrained(
