@@ -112,12 +112,10 @@ def test_peer_keys_ignored_with_a_notice_refused_with_the_way_out(tmp_path, caps
     cfg = _cfg(tmp_path, wandb_project="p", strict=False, max_samples=5)
     assert "note: ignoring keys that do not change training here: strict, wandb_project" in capsys.readouterr().err
     assert cfg.datasets[0].max_samples == 5  # LLaMA-Factory's top-level max_samples, not a typo of max_steps
-    with pytest.raises(UserError, match="deepspeed: DeepSpeed is configured by accelerate: accelerate launch "
-                                        "--config_file configs/accelerate/deepspeed_zero3.yaml"):
+    # honoured now (TrainingArguments.deepspeed / .fsdp_config): a missing file is the error, with the shipped names
+    with pytest.raises(UserError, match="deepspeed: ds_z3.json: no such file .* ds_z3_config.json"):
         _cfg(tmp_path, deepspeed="ds_z3.json")
-    with pytest.raises(UserError, match="fsdp_config: FSDP is configured by accelerate: accelerate launch "
-                                        "--config_file configs/accelerate/fsdp_qlora.yaml"):
-        _cfg(tmp_path, fsdp_config={"fsdp_version": 2})
+    assert _cfg(tmp_path, fsdp_config={"fsdp_version": 2}).fsdp == ["full_shard", "auto_wrap"]
     with pytest.raises(UserError, match="lora_model_dir: continuing from a saved adapter is not supported"):
         _cfg(tmp_path, lora_model_dir="old/adapter")
 
