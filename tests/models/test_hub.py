@@ -55,9 +55,9 @@ def test_without_a_token_nothing_is_sent(mor_adapter):
     with LocalHub() as hub:
         proc = _export(mor_adapter, "--push_to_hub", "alice/tiny-mor", endpoint=hub.url, token=None)
         assert hub.server.requests == []
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
-        "error: pushing to alice/tiny-mor needs a Hugging Face token: set HF_TOKEN or run `hf auth login`"]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (  # the last line: some stacks log import noise first
+        "error: pushing to alice/tiny-mor needs a Hugging Face token: set HF_TOKEN or run `hf auth login`")
 
 
 def test_a_refused_upload_leaves_nothing_on_the_hub(mor_adapter):

@@ -179,7 +179,10 @@ def test_deepspeed_key_in_the_yaml_under_torchrun_matches_one_process(base_cfg, 
     """`deepspeed: examples/deepspeed/ds_z{2,3}_config.json` as LLaMA-Factory's examples write it, launched with plain
     torchrun on 2 CPU processes: the shipped copies stand in (not in the working directory), the Trainer fills their
     "auto" values, and the adapter equals one process running the same micro-batches with gradient accumulation."""
-    pytest.importorskip("deepspeed")
+    deepspeed = pytest.importorskip("deepspeed")
+    if "z2" in ds_file and tuple(map(int, deepspeed.__version__.split(".")[:2])) < (0, 19):
+        pytest.skip("DeepSpeed 0.18's ZeRO-2 all-gather writes in place into a split view, which torch 2.13 "
+                    "refuses (seen under Axolotl's pinned deepspeed < 0.19; 0.19 runs it, the main environment)")
     keys = {**base_cfg, "lr_scheduler": "constant", "max_grad_norm": 0.0, "max_steps": 2, "save_steps": 100,
             "adapter": adapter, "micro_batch_size": 2, "optimizer": "adamw_torch", "learning_rate": 0.01, **extra}
     one = adapter_weights(train(load_config(None, {**keys, "gradient_accumulation_steps": 2,
