@@ -71,6 +71,25 @@ def adapter_parameters(model, name: str, layer_cls: type) -> dict:
     return found
 
 
+def copy_adapter_weights(params: dict, state: dict) -> None:
+    """Copy a saved adapter's tensors into ``params`` (``adapter_parameters``' keys) in place, every key and shape
+    checked before anything is written: a ValueError names the first that does not fit."""
+    import torch
+
+    missing, unexpected = sorted(params.keys() - state.keys()), sorted(state.keys() - params.keys())
+    if missing or unexpected:
+        parts = [f"{len(missing)} adapter weights missing from the file (e.g. {missing[0]})" if missing else "",
+                 f"{len(unexpected)} weights in the file fit nothing (e.g. {unexpected[0]})" if unexpected else ""]
+        raise ValueError("; ".join(p for p in parts if p))
+    wrong = [key for key, param in params.items() if param.shape != state[key].shape]
+    if wrong:
+        raise ValueError(f"{wrong[0]} has shape {tuple(state[wrong[0]].shape)} in the file, "
+                         f"{tuple(params[wrong[0]].shape)} here")
+    with torch.no_grad():
+        for key, param in params.items():
+            param.copy_(state[key])
+
+
 def _missing_fields(config: dict) -> list[str]:
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..tuners.base import LowRankModel, principal_init
-from .adapter_io import adapter_parameters, read_adapter_config, read_adapter_weights
+from .adapter_io import adapter_parameters, copy_adapter_weights, read_adapter_config, read_adapter_weights
 
 # settings whose difference changes shapes or scaling; the rest (paths, init, inference_mode) may differ
 _MUST_MATCH = ("r", "lora_alpha", "use_rslora", "rank_pattern", "alpha_pattern")
@@ -42,17 +42,9 @@ def hotswap_adapter(model, path_or_state_dict: str | Path | dict, adapter_name: 
             raise ValueError(f"{folder} differs from {adapter_name!r} in {', '.join(differ)}, which set the "
                              "adapter's shapes or scaling; hotswapping needs them equal (load it as a new adapter)")
         state = read_adapter_weights(folder)
-    state = {tuner.current_key(key): tensor for key, tensor in state.items()}
-    params = adapter_parameters(tuner.model, adapter_name, tuner.tuner_layer_cls)
-    missing, unexpected = sorted(params.keys() - state.keys()), sorted(state.keys() - params.keys())
-    if missing or unexpected:
-        raise ValueError(f"the new adapter does not fit {adapter_name!r}: "
-                         + "; ".join(p for p in (f"{len(missing)} weights missing (e.g. {missing[0]})" if missing
-                                                 else "", f"{len(unexpected)} weights fit nothing (e.g. "
-                                                 f"{unexpected[0]})" if unexpected else "") if p))
-    wrong = [key for key, param in params.items() if param.shape != state[key].shape]
-    if wrong:
-        raise ValueError(f"the new adapter's {wrong[0]} has shape {tuple(state[wrong[0]].shape)}, the loaded one "
-                         f"{tuple(params[wrong[0]].shape)}; hotswapping needs equal shapes")
-    for key, param in params.items():
-        param.copy_(state[key])
+    try:
+        copy_adapter_weights(adapter_parameters(tuner.model, adapter_name, tuner.tuner_layer_cls),
+                             {tuner.current_key(key): tensor for key, tensor in state.items()})
+    except ValueError as err:
+        raise ValueError(f"the new adapter does not fit {adapter_name!r}: {err}; hotswapping needs the same keys "
+                         "and shapes") from None

@@ -20,7 +20,7 @@ from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
 from ..tuners import METHODS
 from ..tuners.base import inject_adapter_names, principal_init
 from ..utils.errors import UserError
-from .adapter_io import adapter_parameters, read_adapter_config, read_adapter_weights
+from .adapter_io import adapter_parameters, copy_adapter_weights, read_adapter_config, read_adapter_weights
 
 BASE = "__base__"  # PEFT's name for "no adapter" in adapter_names
 # the methods whose layers route rows by adapter_names (PEFT's other types do not)
@@ -75,19 +75,11 @@ class MultiAdapterModel:
 
     def _load_weights(self, name: str, tuner: BaseTuner, state: dict, folder: Path) -> None:
         current_key = getattr(tuner, "current_key", lambda key: key)  # our tuners rename 0.1.0's keys
-        state = {current_key(key): tensor for key, tensor in state.items()}
-        params = adapter_parameters(self.base, name, tuner.tuner_layer_cls)
-        missing, unexpected = sorted(params.keys() - state.keys()), sorted(state.keys() - params.keys())
-        if missing or unexpected:
-            parts = [f"{len(missing)} adapter weights missing from the file (e.g. {missing[0]})" if missing else "",
-                     f"{len(unexpected)} weights in the file fit nothing (e.g. {unexpected[0]})" if unexpected else ""]
-            raise UserError(f"adapter {folder} does not load completely: {'; '.join(p for p in parts if p)}")
-        with torch.no_grad():
-            for key, param in params.items():
-                if param.shape != state[key].shape:
-                    raise UserError(f"adapter {folder} does not fit the base model: {key} has shape "
-                                    f"{tuple(state[key].shape)} in the file, {tuple(param.shape)} here")
-                param.copy_(state[key])
+        try:
+            copy_adapter_weights(adapter_parameters(self.base, name, tuner.tuner_layer_cls),
+                                 {current_key(key): tensor for key, tensor in state.items()})
+        except ValueError as err:
+            raise UserError(f"adapter {folder} does not fit the base model: {err}") from None
 
     def remove(self, name: str) -> None:
         peft_type = self.adapters.pop(name)

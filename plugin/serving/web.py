@@ -6,6 +6,7 @@ An optional extra: ``pip install "plugin[web]"``."""
 from __future__ import annotations
 
 import queue
+import sys
 
 from ..utils.errors import UserError
 from .engine import Engine, Request
@@ -67,8 +68,6 @@ def build_page(registry: Registry, engine: Engine, max_model_len: int, defaults:
 
 
 def serve_page(registry: Registry, engine: Engine, max_model_len: int, defaults: dict, host: str, port: int) -> None:
-    import sys
-
     page = build_page(registry, engine, max_model_len, defaults)
     print(f"chat page on http://{host}:{port}/ ({', '.join(registry.models)})", file=sys.stderr, flush=True)
     try:
