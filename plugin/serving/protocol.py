@@ -8,7 +8,7 @@ from typing import Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 # accepted and without effect on the answer
-_HARMLESS = {"user", "metadata", "store", "service_tier", "stream_options", "parallel_tool_calls"}
+_HARMLESS = {"user", "metadata", "store", "service_tier", "parallel_tool_calls"}
 # would change the answer: refused while unsupported, rather than ignored
 _UNSUPPORTED_WHEN_SET = ("logprobs", "top_logprobs", "tools", "tool_choice", "functions", "function_call",
                          "response_format", "logit_bias", "echo", "best_of", "suffix", "presence_penalty",
