@@ -106,18 +106,21 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     raise TypeError(f"unhandled annotation {tp}")
 
 
-def _build(cls: type, raw: dict, where: str = "") -> Any:
+def _build(cls: type, raw: dict, where: str = "", spelled: dict | None = None) -> Any:
+    """``cls`` from a mapping; ``spelled``: our key -> the other tool's name the YAML used, for the messages."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in yaml_fields(cls)]
     derived = method_keys() if cls is TrainConfig else {}
     kwargs: dict[str, Any] = {"method_keys": {}} if derived else {}
     for key, value in raw.items():
         key = str(key)
-        label = f"{where}.{key}" if where else key
+        label = f"{where}.{key}" if where else f"{spelled[key]} ({key})" if key in (spelled or {}) else key
         if key not in names and not where and key in peer_keys.IGNORED:  # another tool's top-level key
             continue
         if key in derived:
             kwargs["method_keys"][key] = _coerce(value, derived[key].type, label)
+            continue
+        if cls is DatasetSpec and key not in names and _peer_dataset_key(key, value, label):
             continue
         if key not in names:
             raise UserError(f"unknown key '{label}'{_suggest(key, names + list(derived))}")
@@ -129,6 +132,18 @@ def _build(cls: type, raw: dict, where: str = "") -> Any:
     return cls(**kwargs)
 
 
+def _peer_dataset_key(key: str, value: Any, label: str) -> bool:
+    """An Axolotl dataset key of another tool's: True when it is set aside (with a note), an error when refused."""
+    if key in peer_keys.DATASET_REFUSED_WHEN_ON:
+        if peer_keys.is_on(key, value):
+            raise UserError(f"{label}: {value}: {peer_keys.DATASET_REFUSED_WHEN_ON[key]}")
+        return True
+    if key in peer_keys.DATASET_IGNORED:
+        print(f"note: ignoring {label}: {peer_keys.DATASET_IGNORED[key]}", file=sys.stderr)
+        return True
+    return False
+
+
 def _takes_none(key: str) -> bool:
     """Keys of ours whose type allows null (null then has a meaning, e.g. resume_from_checkpoint: null = don't)."""
     spec = method_keys().get(key)
@@ -136,7 +151,17 @@ def _takes_none(key: str) -> bool:
     return hint is not None and type(None) in typing.get_args(hint)
 
 
-def _canonical_keys(raw: dict) -> dict:
+def _translate(key: str, value: Any) -> tuple[str, Any]:
+    ours, values = peer_keys.TRANSLATED[key]
+    for theirs, mapped in values.items():
+        if value == theirs and type(value) is type(theirs):
+            return ours, mapped
+    raise UserError(f"{key}: {value!r}: choose one of {', '.join(map(str, values))}")
+
+
+def _canonical_keys(raw: dict, spelled: dict) -> dict:
+    """Other tools' spellings to ours (``spelled`` records which: our key -> theirs), refused and switched-off keys
+    handled, null values dropped."""
     refused = [key for key, value in raw.items() if key in peer_keys.REFUSED and value is not None]
     if refused:  # the real reason first: an rl: dpo file also carries keys only DPO knows
         raise UserError(f"{refused[0]}: {peer_keys.REFUSED[refused[0]]}")
@@ -144,12 +169,17 @@ def _canonical_keys(raw: dict) -> dict:
     for key, value in raw.items():
         if value is None and not _takes_none(ALIASES.get(key, key)):
             continue  # upstream files leave unused keys empty (lora_model_dir:, lora_r:): empty means absent
-        if key == "gradient_checkpointing_kwargs" and isinstance(value, dict) and value.get("use_reentrant"):
+        if key == "gradient_checkpointing_kwargs" and isinstance(value, dict) and value.get("use_reentrant") or \
+                key == "use_reentrant_gc" and value is True:
             print(peer_keys.REENTRANT_SWITCHED, file=sys.stderr)
         if key in peer_keys.REFUSED_WHEN_ON:
-            if value:
+            if peer_keys.is_on(key, value):
                 raise UserError(f"{key}: {value}: {peer_keys.REFUSED_WHEN_ON[key]}")
             continue  # switched off: changes nothing
+        if key in peer_keys.TRANSLATED:
+            key, value = _translate(key, value)
+            if value is peer_keys.DROP:
+                continue
         if key == "adapter" and value == "qlora":  # Axolotl: LoRA on a 4-bit base
             if raw.get("load_in_8bit"):
                 raise UserError("adapter: qlora means a 4-bit base, but load_in_8bit is true; drop one")
@@ -168,11 +198,11 @@ def _canonical_keys(raw: dict) -> dict:
                 continue
             raise UserError("do_train: false: plugin.train always trains; evaluate a saved adapter with "
                             "python -m plugin.eval --adapter DIR")
-        elif key == "attention":  # Axolotl's newer spelling of the attention kernel
-            names = {"flash": "flash_attention_2", "sdpa": "sdpa", "eager": "eager", "flex": "flex_attention"}
-            if value not in names:
-                raise UserError(f"attention: {value}: choose one of {', '.join(names)}")
-            key, value = "attn_implementation", names[value]
+        elif key == "base_model_config":  # older Axolotl files repeat base_model here
+            if value == raw.get("base_model"):
+                continue
+            raise UserError(f"base_model_config: {value}: a model config from elsewhere than base_model is not "
+                            "supported; put the config.json in the base model's folder")
         elif key == "pissa_init":  # LLaMA-Factory: PiSSA with pissa_iter fast-SVD iterations (-1: full SVD)
             if not value:
                 continue
@@ -186,11 +216,12 @@ def _canonical_keys(raw: dict) -> dict:
                                 "adapter saves the factors its residual was taken with, so it loads onto the "
                                 "original base as it is; drop pissa_convert")
             continue
-        elif key == "quantization_method":  # LLaMA-Factory; bitsandbytes is what load_in_4bit/8bit use
-            if value == "bnb":
-                continue
-            raise UserError(f"quantization_method: {value}: only bnb (bitsandbytes) quantisation is supported")
-        key = ALIASES.get(key, key)
+        if key in ALIASES:
+            spelled[ALIASES[key]] = key
+            key = ALIASES[key]
+        if key in peer_keys.TRAINER_KEYS:  # transformers' TrainingArguments fields, handed on as they are
+            out.setdefault("trainer_args", {})[key] = value
+            continue
         if key in out and out[key] != value:
             raise UserError(f"'{key}' is given twice (directly and through an alias); keep one")
         out[key] = value
@@ -389,7 +420,8 @@ def load_config(path: str | os.PathLike | None, overrides: dict | None = None) -
             raise UserError(f"{p} is not valid YAML{where}: {getattr(err, 'problem', err)}") from None
         if not isinstance(raw, dict):
             raise UserError(f"{p} must hold a mapping of keys, got {type(raw).__name__}")
-    raw = {**_canonical_keys(raw), **_canonical_keys(overrides or {})}
+    spelled: dict[str, str] = {}
+    raw = {**_canonical_keys(raw, spelled), **_canonical_keys(overrides or {}, spelled)}
     if raw.get("dataset") is not None:  # LLaMA-Factory: names in dataset_dir/dataset_info.json
         if raw.get("datasets"):
             raise UserError("both dataset (LLaMA-Factory names) and datasets are set; keep one")
@@ -402,7 +434,7 @@ def load_config(path: str | os.PathLike | None, overrides: dict | None = None) -
     ignored = sorted(k for k in raw if k in peer_keys.IGNORED)
     if ignored:
         print(f"note: ignoring keys that do not change training here: {', '.join(ignored)}", file=sys.stderr)
-    cfg = _build(TrainConfig, raw)
+    cfg = _build(TrainConfig, raw, spelled=spelled)
     _check_values(cfg, list(raw))
     chats = [d.path for d in cfg.datasets if d.type not in TEXT_TYPES]
     if plain_text and chats:

@@ -16,7 +16,9 @@ from .schema import TrainConfig, to_dict
 # YAML key -> the peft.LoraConfig field of the same meaning (our tuners' configs share these names)
 SHARED_KEYS = {"lora_r": "r", "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout",
                "lora_target_modules": "target_modules", "lora_modules_to_save": "modules_to_save",
-               "peft_use_rslora": "use_rslora", "init_lora_weights": "init_lora_weights"}
+               "peft_use_rslora": "use_rslora", "init_lora_weights": "init_lora_weights",
+               "lora_rank_pattern": "rank_pattern", "lora_alpha_pattern": "alpha_pattern",
+               "lora_target_parameters": "target_parameters"}
 ALL_LINEAR = ("all-linear", "all", "all_linear")  # PEFT's, Axolotl's and LLaMA-Factory's spellings
 
 
@@ -33,6 +35,8 @@ def peft_config_from_keys(keys: dict) -> PeftConfig:
     defaults. ``adapter: lora`` gives a ``peft.LoraConfig``."""
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     common = {field: defaults[key] if keys.get(key) is None else keys[key] for key, field in SHARED_KEYS.items()}
+    for pattern in ("rank_pattern", "alpha_pattern"):
+        common[pattern] = common[pattern] or {}
     if keys.get("lora_target_linear") or common["target_modules"] in [[name] for name in ALL_LINEAR]:
         common["target_modules"] = "all-linear"  # PEFT's own shorthand: every linear layer but the output head
     # SEQ_CLS: PEFT trains and saves the new classifier head too (modules_to_save classifier / score)

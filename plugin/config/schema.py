@@ -109,6 +109,13 @@ class TrainConfig:
     lora_modules_to_save: Optional[list[str]] = option("adapter", None, "modules trained in full and saved beside "
                                                                         "the adapter (e.g. a classifier's pooler)")
     peft_use_rslora: bool = option("adapter", False, "rank-stabilised scaling: s = lora_alpha / sqrt(r)")
+    lora_target_parameters: Optional[list[str]] = option(
+        "adapter", None, "3D parameters to adapt, e.g. MoE experts' mlp.experts.gate_up_proj (PEFT's "
+        "target_parameters): adapter: lora and mplora (a weight delta); mor and loratrf refuse it")
+    lora_rank_pattern: Optional[dict[str, int]] = option(
+        "adapter", None, "rank per layer, overriding lora_r: {layer-name key or regex: r} (PEFT's rank_pattern)")
+    lora_alpha_pattern: Optional[dict[str, float]] = option(
+        "adapter", None, "alpha per layer, overriding lora_alpha (PEFT's alpha_pattern)")
     init_lora_weights: Union[bool, str] = option(
         "adapter", True, "the adapter's init (PEFT's name): true (the papers'), gaussian, pissa, pissa_niter_K "
         "(fast SVD), olora; PiSSA / OLoRA move W's principal part into the adapter and leave the residual in the "
@@ -152,6 +159,10 @@ class TrainConfig:
     gradient_checkpointing: Union[bool, Literal["offload"]] = option(
         "training", False, "recompute activations in the backward; offload: also keep saved activations on the CPU")
     seed: int = option("training", 42, "seed of the adapter init, data order and dropout")
+    trainer_args: Optional[dict[str, Any]] = option(
+        "training", None, "more transformers TrainingArguments fields, handed to the Trainer as they are (e.g. "
+        "{neftune_noise_alpha: 5, save_strategy: epoch}); those fields written at the top level, as Axolotl and "
+        "LLaMA-Factory allow, land here")
     fsdp: Union[list[str], str, None] = option(
         "training", None, "FSDP for the Trainer (TrainingArguments.fsdp): Axolotl's list (full_shard, auto_wrap, "
         "offload, ...) or the HF string; set by fsdp_config alone too; launch with torchrun or accelerate launch")
@@ -214,6 +225,12 @@ ALIASES = {
     "preprocessing_num_workers": "dataset_processes",
     "dataset_num_proc": "dataset_processes",
     "per_device_eval_batch_size": "eval_batch_size",
+    "evaluation_strategy": "eval_strategy",  # transformers' former name
+    "tokenizer_config": "tokenizer",  # Axolotl
+    "disable_shuffling": "curriculum_sampling",
+    "train_on_prompt": "train_on_inputs",
+    "peft_init_lora_weights": "init_lora_weights",  # Axolotl's PEFT-prefixed spelling
+    "noisy_embedding_alpha": "neftune_noise_alpha",  # Axolotl's former name
 }
 
 

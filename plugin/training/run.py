@@ -83,6 +83,10 @@ def training_arguments(cfg: TrainConfig, has_eval: bool, use_cpu: bool):
         fsdp=" ".join(cfg.fsdp) if cfg.fsdp else "",
         fsdp_config=cfg.fsdp_config,
     )
+    extra = dict(cfg.trainer_args or {})
+    # the YAML's scheduler arguments join the ones cosine_min_lr_ratio sets
+    extra["lr_scheduler_kwargs"] = {**common["lr_scheduler_kwargs"], **extra.get("lr_scheduler_kwargs", {})}
+    common.update(extra)
     if cfg.task == "sequence_classification":
         from transformers import TrainingArguments
 
