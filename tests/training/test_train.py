@@ -141,19 +141,18 @@ def test_two_nodes_match_one_process(base_cfg, tmp_path):
 AXOLOTL_ZERO3 = REPO / "tests" / "fixtures" / "peer_configs" / "axolotl" / "deepspeed_configs_zero3.json"
 
 
-@pytest.mark.parametrize("adapter,extra,ds_json", [
-    ("mplora", {"mplora_num_paths": 2, "mplora_orth_weight": 5.0, "optimizer": "sgd", "learning_rate": 0.5}, None),
-    # Axolotl's published zero3.json (verbatim): DeepSpeed accepts only its tested optimizers there (AdamW)
-    ("mor", {"mor_num_experts": 3, "mor_router_aux_loss_coef": 1.0, "optimizer": "adamw_torch",
-             "learning_rate": 0.01}, AXOLOTL_ZERO3),
-], ids=["mplora-shipped-json", "mor-axolotl-zero3-json"])
-def test_deepspeed_zero3_through_accelerate_matches_one_process(base_cfg, tmp_path, adapter, extra, ds_json):
+def test_deepspeed_zero3_through_accelerate_matches_one_process(base_cfg, tmp_path):
     """The user's command with the shipped config: accelerate launch --config_file
-    configs/accelerate/deepspeed_zero3.yaml -m plugin.train (real DeepSpeed ZeRO-3, 2 CPU processes). The reference
-    runs the same micro-batches in one process with gradient accumulation (MoR's balance loss is per micro-batch)."""
+    configs/accelerate/deepspeed_zero3.yaml --deepspeed_config_file <Axolotl's published zero3.json, verbatim> -m
+    plugin.train (real DeepSpeed ZeRO-3, 2 CPU processes). The reference runs the same micro-batches in one process
+    with gradient accumulation (MoR's balance loss is per micro-batch). The YAML's deepspeed: key is tested below
+    for every method and stage."""
     pytest.importorskip("deepspeed")
+    ds_json = AXOLOTL_ZERO3
+    # DeepSpeed accepts only its tested optimizers with that file (AdamW)
     keys = {**base_cfg, "lr_scheduler": "constant", "max_grad_norm": 0.0, "max_steps": 2, "save_steps": 100,
-            "adapter": adapter, "micro_batch_size": 2, **extra}
+            "adapter": "mor", "micro_batch_size": 2, "mor_num_experts": 3, "mor_router_aux_loss_coef": 1.0,
+            "optimizer": "adamw_torch", "learning_rate": 0.01}
     one = adapter_weights(train(load_config(None, {**keys, "gradient_accumulation_steps": 2,
                                                    "output_dir": str(tmp_path / "one")})))
     cfg_file = write_yaml(tmp_path / "zero3.yaml", **{**keys, "output_dir": str(tmp_path / "zero3")})
@@ -170,11 +169,14 @@ def test_deepspeed_zero3_through_accelerate_matches_one_process(base_cfg, tmp_pa
         torch.testing.assert_close(zero3[key], one[key], rtol=1e-4, atol=1e-6)
 
 
+DS_METHODS = {"mplora": {"mplora_num_paths": 2, "mplora_orth_weight": 5.0}, "loratrf": {"loratrf_mode": "output"},
+              "mor": {"mor_num_experts": 3, "mor_router_aux_loss_coef": 1.0}}
+
+
 @pytest.mark.parametrize("adapter,extra,ds_file", [
-    ("mplora", {"mplora_num_paths": 2, "mplora_orth_weight": 5.0}, "examples/deepspeed/ds_z2_config.json"),
-    ("loratrf", {"loratrf_mode": "output"}, "examples/deepspeed/ds_z2_config.json"),
-    ("mor", {"mor_num_experts": 3, "mor_router_aux_loss_coef": 1.0}, "examples/deepspeed/ds_z3_config.json"),
-], ids=["zero2-mplora", "zero2-loratrf", "zero3-mor"])
+    (adapter, extra, f"examples/deepspeed/ds_z{stage}_config.json") for stage in (2, 3)
+    for adapter, extra in DS_METHODS.items()
+], ids=[f"zero{stage}-{adapter}" for stage in (2, 3) for adapter in DS_METHODS])
 def test_deepspeed_key_in_the_yaml_under_torchrun_matches_one_process(base_cfg, tmp_path, adapter, extra, ds_file):
     """`deepspeed: examples/deepspeed/ds_z{2,3}_config.json` as LLaMA-Factory's examples write it, launched with plain
     torchrun on 2 CPU processes: the shipped copies stand in (not in the working directory), the Trainer fills their
