@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from plugin.config import chat_templates
 from plugin.config import load_config
@@ -294,3 +295,37 @@ def test_llamafactory_zero3_example_trains_two_steps_as_mor_on_two_processes(tin
     assert "using the copy of it this package ships" in proc.stderr
     assert json.loads((tmp_path / "out" / "adapter_config.json").read_text())["peft_type"] == "MOR"
     assert json.loads((tmp_path / "out" / "run_summary.json").read_text())["steps"] == 2
+
+
+def test_axolotl_jamba_zero2_example_trains_two_steps_as_mor_on_two_processes(tmp_path):
+    """Axolotl's jamba/qlora_deepspeed.yaml (4-bit base, paged_adamw_8bit, deepspeed: deepspeed_configs/zero2.json)
+    under torchrun on 2 CPU processes, with only the model (a tiny random Jamba: mamba + attention layers, routed
+    experts), the data, the adapter, the pad token and the run length replaced."""
+    deepspeed = pytest.importorskip("deepspeed")
+    if tuple(map(int, deepspeed.__version__.split(".")[:2])) < (0, 19):
+        pytest.skip("DeepSpeed 0.18's ZeRO-2 fails on torch 2.13 (see test_train.py)")
+    from transformers import AutoTokenizer, JambaConfig, JambaForCausalLM
+
+    from plugin.models.embedded import embedded_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_path())
+    torch.manual_seed(0)
+    JambaForCausalLM(JambaConfig(
+        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, num_experts=2, num_experts_per_tok=1, expert_layer_period=2, expert_layer_offset=1,
+        attn_layer_period=2, attn_layer_offset=1, mamba_d_state=8, use_mamba_kernels=False,
+        max_position_embeddings=512, tie_word_embeddings=True)).save_pretrained(tmp_path / "jamba")
+    tokenizer.save_pretrained(tmp_path / "jamba")
+    data = LF / "data" / "alpaca_en_demo.json"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29538",
+           "-m", "plugin.train", str(AX / "jamba_qlora_deepspeed.yaml"), "--adapter", "mor",
+           "--base_model", str(tmp_path / "jamba"), "--datasets", f"[{{path: {data}, type: alpaca}}]",
+           "--special_tokens", "{pad_token: '<|im_end|>'}", "--max_steps", "2", "--sequence_len", "256",
+           "--output_dir", str(tmp_path / "out")]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "deepspeed: deepspeed_configs/zero2.json is not in" in proc.stderr
+    assert "routed-expert weight tensors" in proc.stderr  # the experts stay unadapted, and it is said
+    assert json.loads((tmp_path / "out" / "run_summary.json").read_text())["steps"] == 2
+    assert any("mor_omega_B" in k for k in adapter_weights(tmp_path / "out"))
