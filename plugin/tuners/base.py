@@ -55,7 +55,8 @@ class LowRankConfig(PeftConfig):
     alpha_pattern: dict = field(default_factory=dict, metadata={
         "help": "Layer name (regex, as rank_pattern) -> its own lora_alpha."})
     target_parameters: Optional[list[str]] = field(default=None, metadata={
-        "help": "LoRA's adapters on raw (e.g. 3D MoE expert) parameters: not available for these methods; refused."})
+        "help": "Raw parameters to adapt, e.g. a MoE block's 3D expert tensors (mlp.experts.gate_up_proj), as LoRA's: "
+                "MPLoRA (a weight delta per expert); MoR and LoRATRF refuse it (their update depends on each token)."})
     init_weights: Union[bool, str] = field(
         default=True,
         metadata={"help": "True: the paper's init (identity at start; A kaiming-uniform as LoRA's). 'gaussian': the "
@@ -66,6 +67,8 @@ class LowRankConfig(PeftConfig):
 
     # set by each subclass: the PeftType member name; the method's name and paper for the model card
     _peft_type_name = ""
+    # whether the update is a weight delta s B A (then a raw parameter can take it: target_parameters)
+    _weight_delta = False
     _display_name = ""
     _paper = ""
     # the method's layer class, set by ``register_method`` (the card says whether it merges)
@@ -93,11 +96,10 @@ class LowRankConfig(PeftConfig):
         for key, r in self.rank_pattern.items():
             if not isinstance(r, int) or isinstance(r, bool) or r <= 0:
                 raise ValueError(f"rank_pattern[{key!r}] must be a positive integer, got {r!r}")
-        if self.target_parameters:
-            why = ("it is not implemented for MPLoRA yet: adapt the experts with PEFT's LoRA" if self._peft_type_name ==
-                   "MPLORA" else f"{self._peft_type_name}'s update depends on each token, so it is no weight delta "
-                   "that a parameter (unlike a layer's call) could take")
-            raise ValueError(f"target_parameters is not supported: {why}")
+        if self.target_parameters and not self._weight_delta:
+            raise ValueError(f"target_parameters is not supported for {self._display_name}: its update depends on "
+                             "each token, so it is no weight delta that a parameter (unlike a layer's call) could "
+                             "take; adapt the experts with MPLoRA or PEFT's LoRA")
         if not (isinstance(self.init_weights, bool) or self.init_weights in ("gaussian", "olora")
                 or PISSA.fullmatch(str(self.init_weights))):
             raise ValueError(f"init_weights must be True, False, 'gaussian', 'pissa', 'pissa_niter_K' or 'olora', got "
@@ -232,9 +234,19 @@ class LowRankLayer(nn.Module, BaseTunerLayer):
         self.merged_adapters: list[str] = []
         self.kwargs = kwargs
         self.fan_in_fan_out = kwargs.get("fan_in_fan_out", False)
-        self.in_features, self.out_features = in_out_features(self.get_base_layer())
+        # weights adapted at once: 1 for a layer, one per expert for a stacked 3D expert tensor (MPLoRA's ParamWrapper)
+        self.stacked = 1
+        self.in_features, self.out_features = self.adapted_shape()
         self._active_adapter = adapter_name
         self.update_layer(adapter_name, config)
+
+    def adapted_shape(self) -> tuple[int, int]:
+        """(d_in, d_out) of the adapted weight."""
+        return in_out_features(self.get_base_layer())
+
+    def adapted_weight(self) -> nn.Parameter:
+        """The weight a merge writes into."""
+        return self.get_base_layer().weight
 
     def _load_legacy_layout(self, state_dict, prefix, *args) -> None:
         # PEFT 0.20 maps a 0.1.0 key to ``{name}.{adapter}``; PEFT >= 0.21 calls LowRankModel's remap instead
@@ -261,8 +273,8 @@ class LowRankLayer(nn.Module, BaseTunerLayer):
         self.scaling[adapter_name] = config.lora_alpha / (math.sqrt(r) if config.use_rslora else r)
         self.lora_dropout[adapter_name] = nn.Dropout(config.lora_dropout) if config.lora_dropout > 0 else nn.Identity()
         self.create_method_params(adapter_name, config)  # first: it validates the config against this layer
-        self.lora_A_dict[adapter_name] = nn.Linear(self.in_features, r, bias=False)
-        self.lora_B_dict[adapter_name] = nn.Linear(r, self.out_features, bias=False)
+        self.lora_A_dict[adapter_name] = nn.Linear(self.in_features, r * self.stacked, bias=False)
+        self.lora_B_dict[adapter_name] = nn.Linear(r * self.stacked, self.out_features, bias=False)
         self.reset_parameters(adapter_name, config.init_weights)
         self._move_adapter_to_device_of_base_layer(adapter_name)
         self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
@@ -446,21 +458,22 @@ class LowRankLayer(nn.Module, BaseTunerLayer):
             if name not in self.lora_A_dict:
                 continue
             delta = self.get_delta_weight(name)
+            weight = self.adapted_weight()
             if safe_merge:
-                merged = base.weight.data + delta
+                merged = weight.data + delta
                 if not torch.isfinite(merged).all():
                     # PEFT's tuners' wording, verbatim: tools and tests match on it
                     raise ValueError(f"NaNs detected in the merged weights. The adapter {name} seems to be broken")
-                base.weight.data = merged
+                weight.data = merged
             else:
-                base.weight.data += delta
+                weight.data += delta
             self.merged_adapters.append(name)
 
     def unmerge(self) -> None:
         while self.merged_adapters:
             name = self.merged_adapters.pop()
             if name in self.lora_A_dict:
-                self.get_base_layer().weight.data -= self.get_delta_weight(name)
+                self.adapted_weight().data -= self.get_delta_weight(name)
 
     def __repr__(self) -> str:
         return self.prefix.rstrip("_") + "." + super().__repr__()
@@ -469,11 +482,14 @@ class LowRankLayer(nn.Module, BaseTunerLayer):
 def _warn_untouched_experts(model: nn.Module) -> None:
     """transformers 5 keeps routed MoE experts (Mixtral, Qwen2/3-MoE, gpt-oss) as 3D tensors, not Linear layers:
     ``target_modules: [gate_proj, up_proj, down_proj]`` then adapts only the shared or dense MLPs. Said once."""
-    experts = [name for name, p in model.named_parameters() if p.ndim == 3 and "expert" in name.lower()]
+    adapted = {id(module.adapted_weight()) for module in model.modules() if hasattr(module, "parameter_name")}
+    experts = [name.replace(".base_layer", "") for name, p in model.named_parameters()
+               if p.ndim == 3 and "expert" in name.lower() and id(p) not in adapted]
     if experts:
         warnings.warn(f"{len(experts)} routed-expert weight tensors (e.g. {experts[0]}) are 3D parameters, not "
-                      "Linear layers, and stay unadapted: these methods adapt Linear layers only (PEFT's LoRA adapts "
-                      "expert tensors with target_parameters); the attention and any dense MLP layers are adapted",
+                      "Linear layers, and stay unadapted by target_modules; the attention and any dense MLP layers are "
+                      "adapted. Adapt the experts with target_parameters (e.g. [mlp.experts.gate_up_proj, "
+                      "mlp.experts.down_proj]): MPLoRA and PEFT's LoRA take it",
                       stacklevel=3)
 
 
@@ -481,6 +497,8 @@ class LowRankModel(BaseTuner):
     """Tuner model shared by the three methods: wraps every targeted linear layer in ``tuner_layer_cls``."""
 
     tuner_layer_cls: type[LowRankLayer]
+    # the layer that adapts a raw parameter (target_parameters), where the method's update is a weight delta
+    param_wrapper_cls: type[LowRankLayer] | None = None
 
     @contextlib.contextmanager
     def _enable_peft_forward_hooks(self, *args, **kwargs):
@@ -519,26 +537,42 @@ class LowRankModel(BaseTuner):
                                  f"{self.targeted_module_names[0]}); fix the key or target that layer")
         _warn_untouched_experts(model)
 
-    def _create_and_replace(self, config, adapter_name, target, target_name, parent, current_key, **kwargs):
+    def _create_and_replace(self, config, adapter_name, target, target_name, parent, current_key, *,
+                            parameter_name=None):
         r_key = get_pattern_key(config.rank_pattern.keys(), current_key)
         alpha_key = get_pattern_key(config.alpha_pattern.keys(), current_key)
         if r_key in config.rank_pattern or alpha_key in config.alpha_pattern:  # this layer's own r / alpha
             config = copy.copy(config)
             config.r = config.rank_pattern.get(r_key, config.r)
             config.lora_alpha = config.alpha_pattern.get(alpha_key, config.lora_alpha)
-        if isinstance(target, self.tuner_layer_cls):
+        if parameter_name is not None:  # target_parameters (the configs of methods without a wrapper refuse it)
+            if getattr(target, "parameter_name", None) == parameter_name:
+                target.update_layer(adapter_name, config)
+                return
+            new_module = self.param_wrapper_cls(target, adapter_name, config, parameter_name=parameter_name)
+        elif isinstance(target, self.tuner_layer_cls):
             target.update_layer(adapter_name, config)
             return
+        else:
+            new_module = self._new_layer(config, adapter_name, target)
+        if adapter_name not in self.active_adapters:
+            new_module.requires_grad_(False)  # an added adapter is not trainable until set_adapter
+        self._replace_module(parent, target_name, new_module, target)
+
+    def _replace_module(self, parent, child_name, new_module, child) -> None:
+        if hasattr(child, "parameter_name") and not isinstance(new_module, BaseTunerLayer):
+            setattr(parent, child_name, new_module)  # unloading a parameter wrapper: the module it wrapped, as it is
+            return
+        super()._replace_module(parent, child_name, new_module, child)
+
+    def _new_layer(self, config, adapter_name, target) -> LowRankLayer:
         base = target.get_base_layer() if isinstance(target, BaseTunerLayer) else target
         in_out_features(base)  # raises a clear TypeError for unsupported layers
         if isinstance(base, Conv1D) and not config.fan_in_fan_out:  # as PEFT's LoRA does, in its words
             warnings.warn("fan_in_fan_out is set to False but the target module is `Conv1D`. Setting fan_in_fan_out "
                           "to True.")
             config.fan_in_fan_out = True
-        new_module = self.tuner_layer_cls(target, adapter_name, config, fan_in_fan_out=config.fan_in_fan_out)
-        if adapter_name not in self.active_adapters:
-            new_module.requires_grad_(False)  # an added adapter is not trainable until set_adapter
-        self._replace_module(parent, target_name, new_module, target)
+        return self.tuner_layer_cls(target, adapter_name, config, fan_in_fan_out=config.fan_in_fan_out)
 
     @classmethod
     def current_key(cls, key: str) -> str:

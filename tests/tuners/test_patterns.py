@@ -1,5 +1,6 @@
 """LoRA's ``rank_pattern`` / ``alpha_pattern`` for each method (LoRA's key matching, saved and reloaded); refusals of
-what these methods cannot do; the warning for MoE experts that ``target_modules`` cannot reach."""
+what these methods cannot do; the warning for MoE experts that ``target_modules`` cannot reach (MPLoRA's
+``target_parameters``: test_target_parameters.py)."""
 
 from __future__ import annotations
 
@@ -38,11 +39,10 @@ def test_a_pattern_that_matches_no_adapted_layer_is_an_error():
         method_config("mplora", rank_pattern={"q_proj": 0})
 
 
-@pytest.mark.parametrize("method, why", [("mplora", "it is not implemented for MPLoRA yet"),
-                                         ("mor", "MOR's update depends on each token"),
-                                         ("loratrf_output", "LORATRF's update depends on each token")])
-def test_target_parameters_is_refused_with_the_reason(method, why):
-    with pytest.raises(ValueError, match=f"target_parameters is not supported: {why}"):
+@pytest.mark.parametrize("method, name", [("mor", "MoR"), ("loratrf_output", "LoRATRF")])
+def test_target_parameters_is_refused_with_the_reason(method, name):
+    with pytest.raises(ValueError, match=f"target_parameters is not supported for {name}: its update depends on each "
+                                         "token"):
         method_config(method, target_parameters=["experts.gate_up_proj"])
 
 

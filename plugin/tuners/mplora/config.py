@@ -19,6 +19,7 @@ class MPLoraConfig(LowRankConfig):
 
     _peft_type_name = "MPLORA"
     _display_name = "MPLoRA"
+    _weight_delta = True
     _paper = '"Orthogonal Multi-Path Low-Rank Adaptation", NeurIPS 2024 workshop'
 
     def __post_init__(self):

@@ -5,7 +5,7 @@ import dataclasses
 import torch
 
 from ..base import LowRankModel
-from .layer import MPLoraLayer
+from .layer import MPLoraLayer, ParamWrapper
 
 
 class MPLoraModel(LowRankModel):
@@ -13,6 +13,7 @@ class MPLoraModel(LowRankModel):
 
     prefix = "mplora_"
     tuner_layer_cls = MPLoraLayer
+    param_wrapper_cls = ParamWrapper
     # paper: query and value projections
     target_module_mapping = {
         "llama": ["q_proj", "v_proj"],
