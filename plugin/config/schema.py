@@ -110,8 +110,8 @@ class TrainConfig:
                                                                         "the adapter (e.g. a classifier's pooler)")
     peft_use_rslora: bool = option("adapter", False, "rank-stabilised scaling: s = lora_alpha / sqrt(r)")
     lora_target_parameters: Optional[list[str]] = option(
-        "adapter", None, "3D parameters to adapt, e.g. MoE experts' mlp.experts.gate_up_proj (PEFT's "
-        "target_parameters): adapter: lora and mplora (a weight delta); mor and loratrf refuse it")
+        "adapter", None, "raw parameters to adapt, e.g. MoE experts' 3D mlp.experts.gate_up_proj (PEFT's "
+        "target_parameters): adapter: lora and mplora (a weight delta per expert); mor and loratrf refuse it")
     lora_rank_pattern: Optional[dict[str, int]] = option(
         "adapter", None, "rank per layer, overriding lora_r: {layer-name key or regex: r} (PEFT's rank_pattern)")
     lora_alpha_pattern: Optional[dict[str, float]] = option(
