@@ -50,6 +50,10 @@ class MultiAdapterModel:
         if principal_init(init) or init in ("corda", "loftq"):
             raise UserError(f"adapter {folder} was initialised with {init}, which changes the base weights under it: "
                             "it cannot share a base with other adapters; merge it (MPLoRA, LoRA) or serve it alone")
+        if getattr(config, "target_parameters", None):
+            raise UserError(f"adapter {folder} adapts raw parameters ({', '.join(config.target_parameters)}), whose "
+                            "modules mix every row's tokens, so rows cannot take different adapters there; merge it "
+                            "(python -m plugin.export RUN --merge) and serve the merged model")
         if config.modules_to_save:
             raise UserError(f"adapter {folder} also trains whole modules ({', '.join(config.modules_to_save)}), "
                             "which cannot be shared between adapters on one base; serve it on its own base")

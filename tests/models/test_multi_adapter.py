@@ -78,3 +78,21 @@ def test_an_adapter_that_changed_its_base_cannot_share_it(tiny_model_dir, tmp_pa
     multi = MultiAdapterModel(AutoModelForCausalLM.from_pretrained(tiny_model_dir))
     with pytest.raises(UserError, match="initialised with pissa, which changes the base weights"):
         multi.add("p", tmp_path / "p")
+
+
+def test_an_experts_adapter_cannot_share_a_base(tmp_path):
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    def mixtral():
+        torch.manual_seed(0)
+        return MixtralForCausalLM(MixtralConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                                                vocab_size=100, num_attention_heads=2, num_key_value_heads=2,
+                                                num_local_experts=2))
+
+    get_peft_model(mixtral(), method_config("mplora", num_paths=2, target_modules=["q_proj"],
+                                            target_parameters=["mlp.experts.down_proj"])).save_pretrained(tmp_path / "e")
+    multi = MultiAdapterModel(mixtral())
+    with pytest.raises(UserError, match=r"adapts raw parameters \(mlp.experts.down_proj\), whose modules mix every "
+                                        "row's tokens"):
+        multi.add("e", tmp_path / "e")
+    assert multi.adapters == {}
