@@ -67,7 +67,8 @@ def merge(run: AdapterRun, out: Path, overwrite: bool = False) -> Path:
 
 
 def as_lora(run: AdapterRun, out: Path, overwrite: bool = False) -> Path:
-    """An MPLoRA adapter as a PEFT LoRA adapter (same A, B, scaling and targets)."""
+    """An MPLoRA adapter as a PEFT LoRA adapter (same A, B, scalings, patterns and targets; expert tensors'
+    factors are stored in LoRA's layout)."""
     from peft import LoraConfig
     from safetensors.torch import save_file
 
@@ -80,6 +81,8 @@ def as_lora(run: AdapterRun, out: Path, overwrite: bool = False) -> Path:
     lora = LoraConfig(r=config["r"], lora_alpha=config["lora_alpha"], target_modules=config["target_modules"],
                       use_rslora=config.get("use_rslora", False), modules_to_save=config.get("modules_to_save"),
                       fan_in_fan_out=config.get("fan_in_fan_out", False), task_type=config.get("task_type"),
+                      rank_pattern=config.get("rank_pattern") or {}, alpha_pattern=config.get("alpha_pattern") or {},
+                      target_parameters=config.get("target_parameters"),
                       base_model_name_or_path=run.base_model, init_lora_weights=True)
     renamed = {key.replace(".mplora_A.", ".lora_A.").replace(".mplora_B.", ".lora_B."): tensor
                for key, tensor in state.items()}

@@ -122,6 +122,32 @@ def test_mplora_as_lora_loads_in_plain_peft_with_the_same_logits(tiny_model_dir,
                           atol=1e-5)
 
 
+def test_as_lora_keeps_patterns_and_expert_tensors(tmp_path):
+    """An MPLoRA adapter with per-layer ranks and alphas and MoE expert tensors (target_parameters) becomes a LoRA
+    adapter with the same logits in plain PEFT."""
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    def mixtral():
+        torch.manual_seed(0)
+        return MixtralForCausalLM(MixtralConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                                vocab_size=100, num_attention_heads=2, num_key_value_heads=2,
+                                                num_local_experts=4)).eval()
+
+    config = method_config("mplora", num_paths=2, target_modules=["q_proj", "v_proj"], rank_pattern={"v_proj": 2},
+                           alpha_pattern={"layers.1.self_attn.q_proj": 40},
+                           target_parameters=["mlp.experts.gate_up_proj", "mlp.experts.down_proj"])
+    adapter = get_peft_model(mixtral(), config).eval()
+    ids = torch.tensor(TOKENS)
+    expected = adapter(ids).logits
+    adapter.save_pretrained(tmp_path / "mplora")
+    mixtral().save_pretrained(tmp_path / "base")
+    assert export_main([str(tmp_path / "mplora"), "--as-lora", str(tmp_path / "lora"),
+                        "--base", str(tmp_path / "base")]) == 0
+    lora = PeftModel.from_pretrained(mixtral(), tmp_path / "lora").eval()
+    assert lora.peft_config["default"].peft_type == "LORA"
+    torch.testing.assert_close(lora(ids).logits, expected, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("method,flag", [("mor", "--merge"), ("loratrf_output", "--as-lora")])
 def test_token_dependent_methods_are_refused_with_the_reason(adapters, tmp_path, capsys, method, flag):
     line = one_error_line(capsys, lambda: export_main([str(adapters / method), flag, str(tmp_path / "o")]))

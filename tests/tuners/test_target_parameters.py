@@ -32,7 +32,8 @@ def _adapted(**overrides):
 
 
 def _factors(model) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """{expert tensor name: (A: E*r x d_in, B: d_out x E*r)} as saved."""
+    """{expert tensor name: (A: E*r x d_in, rows expert by expert; B: d_out x r*E, columns rank by rank)} as saved
+    (PEFT's LoRA layout)."""
     state = model.state_dict()
     out = {}
     for key, a in state.items():
@@ -52,7 +53,7 @@ def test_each_expert_gets_its_weight_delta():
         for name, (a, b) in _factors(model).items():
             weight = reference.get_parameter(name)  # experts x d_out x d_in
             for e in range(EXPERTS):
-                weight[e] += (6 / R) * b[:, e * R:(e + 1) * R] @ a[e * R:(e + 1) * R]
+                weight[e] += (6 / R) * b.view(-1, R, EXPERTS)[:, :, e] @ a[e * R:(e + 1) * R]
     assert len(_factors(model)) == 4
     adapted = model(ids).logits
     assert (adapted - _mixtral()(ids).logits).abs().max() > 1e-4  # the adapter acts
@@ -66,7 +67,7 @@ def test_orthogonality_loss_sums_each_experts_paths():
     expected = 0.0
     for _, b in _factors(model).values():
         for e in range(EXPERTS):
-            blocks = b[:, e * R:(e + 1) * R].chunk(PATHS, dim=0)  # d_out even here: equal row blocks
+            blocks = b.view(-1, R, EXPERTS)[:, :, e].chunk(PATHS, dim=0)  # d_out even here: equal row blocks
             expected += sum((blocks[i].T @ blocks[j]).pow(2).sum() for i in range(PATHS) for j in range(i + 1, PATHS))
     got = aux_loss_terms(model)["default"]["orth_loss"]
     torch.testing.assert_close(got, expected.detach())
@@ -100,6 +101,8 @@ def test_what_a_weight_delta_cannot_do_is_refused():
     with pytest.raises(ValueError, match="target_parameters needs lora_dropout: 0"):
         _adapted(lora_dropout=0.1)
     model = _adapted().eval()
+    with pytest.raises(ValueError, match="add_weighted_adapter does not combine adapters on raw parameters"):
+        model.add_weighted_adapter(["default"], [1.0], "sum")
     with pytest.raises(ValueError, match="mixed-adapter batches .* not supported on target_parameters"):
         model(torch.randint(0, 100, (2, 5)), adapter_names=["default", "__base__"])
 

@@ -72,8 +72,9 @@ class _PlusDelta(nn.Module):
 class ParamWrapper(LowRankLayer):
     """MPLoRA on a raw parameter (``target_parameters``), e.g. a MoE block's 3D expert tensor, as PEFT's
     ``lora.ParamWrapper``: expert e's weight becomes W_e + s B_e A_e while the wrapped module runs, B_e's row blocks
-    are its paths, and the orthogonality loss sums over experts. A holds the experts' A_e stacked (E·r x d_in), B
-    their B_e side by side (d_out x E·r). Named as PEFT's class: PEFT's injection finds an existing wrapper by that
+    are its paths, and the orthogonality loss sums over experts. A and B are laid out as PEFT's LoRA lays out its
+    wrapper's (A: E·r x d_in, expert-major; B: d_out x r·E, expert-minor), so an MPLoRA adapter exports to LoRA by
+    renaming. Named as PEFT's class: PEFT's injection finds an existing wrapper by that
     name to add a second adapter, and wraps one parameter per wrapper (a module's second parameter nests).
 
     A 3D parameter is (experts, d_out, d_in) as transformers 5 stores experts, or (experts, d_in, d_out) where the
@@ -116,7 +117,7 @@ class ParamWrapper(LowRankLayer):
         """(B_e: experts x d_out x r, A_e: experts x r x d_in)."""
         r = self.r[adapter_name]
         a = self.lora_A_dict[adapter_name].weight.view(self.stacked, r, self.in_features)
-        b = self.lora_B_dict[adapter_name].weight.view(self.out_features, self.stacked, r).transpose(0, 1)
+        b = self.lora_B_dict[adapter_name].weight.view(self.out_features, r, self.stacked).permute(2, 0, 1)
         return b, a
 
     def get_delta_weight(self, adapter_name: str) -> torch.Tensor:

@@ -42,6 +42,9 @@ class MPLoraModel(LowRankModel):
                              "weight each")
         if adapter_name in self.peft_config:
             raise ValueError(f"an adapter named {adapter_name!r} exists already")
+        if any(self.peft_config[name].target_parameters for name in adapters):
+            raise ValueError("add_weighted_adapter does not combine adapters on raw parameters (target_parameters); "
+                             "merge them one after the other instead (merge_and_unload)")
         configs = [self.peft_config[name] for name in adapters]
         rank = sum(c.r for c in configs) if combination_type == "cat" else (svd_rank or max(c.r for c in configs))
         targets = set().union(*(set(c.target_modules) if not isinstance(c.target_modules, str) else
