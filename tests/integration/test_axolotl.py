@@ -111,8 +111,8 @@ def test_plugin_args_validate_through_axolotl(tmp_path):
 
 
 # Axolotl's own example YAMLs (verbatim in tests/fixtures/peer_configs/axolotl): replaced are the base model, the
-# data, the adapter (+ our plugin line), and what this CPU machine and the tiny model's tokenizer lack: FlashAttention
-# and the llama-3 pad token
+# data, the adapter (+ our plugin line), and what this CPU machine and the tiny model's tokenizer lack: FlashAttention,
+# the llama-3 pad token, and packed rows of thousands of tokens (512 here: the same code path, a CPU-sized step)
 UPSTREAM_EXAMPLES = {
     "llama-3_qlora-1b.yml": [{"path": str(PEER / "llamafactory" / "data" / "alpaca_en_demo.json"), "ds_type": "json",
                               "type": "alpaca"}],
@@ -126,7 +126,8 @@ def test_axolotl_example_yaml_trains_with_mor(tmp_path, tiny_model_dir, example)
     cfg = yaml.safe_load((PEER / "axolotl" / example).read_text())
     cfg.update(base_model=str(tiny_model_dir), datasets=UPSTREAM_EXAMPLES[example], adapter="mor",
                plugins=["plugin.integrations.axolotl.LoRAVariantsPlugin"], attn_implementation="sdpa",
-               special_tokens={"pad_token": "<|im_end|>"}, max_steps=2, output_dir=str(tmp_path / "out"),
+               special_tokens={"pad_token": "<|im_end|>"}, max_steps=2, sequence_len=512,
+               output_dir=str(tmp_path / "out"),
                dataset_prepared_path=str(tmp_path / "prepared"))
     path = tmp_path / "example.yaml"
     path.write_text(yaml.safe_dump(cfg))
