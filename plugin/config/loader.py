@@ -314,16 +314,55 @@ def _check_fsdp(cfg: TrainConfig) -> None:
         return
     if cfg.deepspeed is not None:
         raise UserError("fsdp and deepspeed are both set: one engine shards the model; keep one")
-    options = cfg.fsdp.split() if isinstance(cfg.fsdp, str) else list(cfg.fsdp or ["full_shard", "auto_wrap"])
+    # the HF string "full_shard auto_wrap" arrives as a one-item list (a YAML string may list names with commas)
+    options = [o for item in ([cfg.fsdp] if isinstance(cfg.fsdp, str) else cfg.fsdp or ["full_shard", "auto_wrap"])
+               for o in str(item).split()]
     unknown = [o for o in options if o not in FSDP_OPTIONS]
     if unknown:
         raise UserError(f"fsdp: unknown option '{unknown[0]}'{_suggest(unknown[0], list(FSDP_OPTIONS))}; options: "
                         f"{', '.join(FSDP_OPTIONS)}")
-    if cfg.fsdp_version not in (None, 1, 2):
-        raise UserError(f"fsdp_version must be 1 or 2, got {cfg.fsdp_version}")
-    cfg.fsdp = options
-    if cfg.fsdp_version is not None:
-        cfg.fsdp_config = {**(cfg.fsdp_config or {}), "fsdp_version": cfg.fsdp_version}
+    config = _trainer_fsdp_config(cfg.fsdp_config or {}, options)
+    version = cfg.fsdp_version if cfg.fsdp_version is not None else config.get("version")
+    if version is None and any(str(k).startswith("fsdp_") for k in cfg.fsdp_config or {}):
+        version = 1  # Axolotl's spelling (fsdp_-prefixed keys) means Axolotl's default; the HF Trainer's own is 2
+        print("note: fsdp_version is not set: FSDP1, as Axolotl runs this file (set fsdp_version: 2 for FSDP2)",
+              file=sys.stderr)
+    if version not in (None, 1, 2):
+        raise UserError(f"fsdp_version must be 1 or 2, got {version}")
+    if version is not None:
+        config["version"] = version
+    cfg.fsdp, cfg.fsdp_config = options, config
+
+
+# the fsdp_config keys transformers' Trainer reads ("fsdp_"-prefixed or not)
+TRAINER_FSDP_KEYS = ("activation_checkpointing", "auto_wrap_policy", "backward_prefetch", "cpu_offload",
+                     "cpu_ram_efficient_loading", "forward_prefetch", "limit_all_gathers", "min_num_params",
+                     "reshard_after_forward", "state_dict_type", "sync_module_states", "transformer_layer_cls_to_wrap",
+                     "use_orig_params", "version", "xla", "xla_fsdp_grad_ckpt", "xla_fsdp_settings", "xla_fsdp_v2")
+
+
+def _trainer_fsdp_config(raw: dict, options: list[str]) -> dict:
+    """fsdp_config in the keys the Trainer reads: prefixes dropped, Axolotl's names renamed, the rest refused in one
+    line (the Trainer would drop an unknown key without a word)."""
+    out = {}
+    for key, value in raw.items():
+        name = str(key).removeprefix("fsdp_")
+        name = peer_keys.FSDP_RENAMED.get(name, name)
+        if name in peer_keys.FSDP_REFUSED and value is not None:
+            raise UserError(f"fsdp_config.{key}: {peer_keys.FSDP_REFUSED[name]}")
+        if name in peer_keys.FSDP_IGNORED:
+            print(f"note: ignoring fsdp_config.{key}: {peer_keys.FSDP_IGNORED[name]}", file=sys.stderr)
+            continue
+        if name == "sharding_strategy":  # set by the fsdp: options, as Axolotl (which does not read this key) does
+            if str(value).lower() not in options:
+                raise UserError(f"fsdp_config.{key}: {value} disagrees with fsdp: {options}; the fsdp options "
+                                "choose the sharding (full_shard, shard_grad_op, ...)")
+            continue
+        if name not in TRAINER_FSDP_KEYS:
+            raise UserError(f"fsdp_config.{key} is not an FSDP setting the Trainer reads"
+                            f"{_suggest(name, list(TRAINER_FSDP_KEYS) + list(peer_keys.FSDP_RENAMED))}")
+        out[name] = value
+    return out
 
 
 def _check_method_keys(cfg: TrainConfig) -> None:

@@ -272,6 +272,15 @@ torch_empty_cache_steps disable_tqdm include_num_input_tokens_seen project track
 trackio_static_space_id bf16_full_eval fp16_full_eval train_sampling_strategy enable_jit_checkpoint
 """.split())
 
+# Axolotl's fsdp_config keys that the HF Trainer spells otherwise or does not read (Axolotl hands them to accelerate
+# through environment variables; plugin.train hands fsdp_config to the Trainer)
+FSDP_RENAMED = {"offload_params": "cpu_offload"}  # accelerate's FSDP_OFFLOAD_PARAMS: the Trainer's cpu_offload
+FSDP_IGNORED = {"final_state_dict_type": "the adapter is saved as PEFT files whatever the state dict type"}
+FSDP_REFUSED = {
+    "cpu_offload_pin_memory": "unpinned offload memory is not available through the HF Trainer; drop it",
+    "mixed_precision_policy": "a custom FSDP2 mixed-precision policy is not supported: bf16 / fp16 set precision",
+}
+
 # keys of an Axolotl datasets: entry
 DATASET_IGNORED = {
     "ds_type": "the file format is read from the path's extension",

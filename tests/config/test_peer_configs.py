@@ -231,7 +231,8 @@ cfg = load_config(sys.argv[1], json.loads(sys.argv[2]))
 args = training_arguments(cfg, has_eval=False, use_cpu=True)  # as train() builds them on this CPU machine
 ds = getattr(args, "hf_deepspeed_config", None)
 print(json.dumps({"fsdp": bool(args.fsdp), "fsdp_config": args.fsdp_config, "load_in_4bit": cfg.load_in_4bit,
-                  "deepspeed": args.deepspeed, "ds": ds.config if ds else None}, default=str))
+                  "deepspeed": args.deepspeed, "ds": ds.config if ds else None,
+                  "plugin": getattr(args, "fsdp_plugin_args", None)}, default=str))
 """
 SCALE_OUT = {
     "axolotl/llama-2_qlora-fsdp.yml": {},
@@ -253,10 +254,15 @@ def test_published_scale_out_examples_reach_the_trainer(example, tmp_path):
     if "fsdp" in example:  # Axolotl's fsdp_-prefixed keys, as the HF Trainer reads them
         assert built["fsdp"] and built["load_in_4bit"] and built["deepspeed"] is None
         assert "use_reentrant: true is run as use_reentrant: false" in proc.stderr
-        config = built["fsdp_config"]
-        assert config["offload_params"] is True and config["transformer_layer_cls_to_wrap"] == ["LlamaDecoderLayer"]
-        assert (config["auto_wrap_policy"], config["state_dict_type"]) == ("TRANSFORMER_BASED_WRAP", "FULL_STATE_DICT")
-        assert config["limit_all_gathers"] and config["sync_module_states"] and config["cpu_ram_efficient_loading"]
+        # what accelerate's FSDP plugin gets, as Axolotl would set it: FSDP1 (its default), params offloaded (Axolotl's
+        # offload_params is the Trainer's cpu_offload; under its own name transformers would drop it silently)
+        assert "fsdp_version is not set: FSDP1, as Axolotl runs this file" in proc.stderr
+        plugin = built["plugin"]
+        assert (plugin["fsdp_version"], plugin["cpu_offload"], plugin["use_orig_params"]) == (1, True, False)
+        assert plugin["transformer_cls_names_to_wrap"] == "LlamaDecoderLayer"
+        assert (plugin["auto_wrap_policy"], plugin["state_dict_type"]) == ("TRANSFORMER_BASED_WRAP", "FULL_STATE_DICT")
+        assert plugin["limit_all_gathers"] and plugin["sync_module_states"] and plugin["cpu_ram_efficient_loading"]
+        assert plugin["reshard_after_forward"] == "full_shard"
     else:  # the shipped copy of the named file, its "auto" values filled from the YAML
         stage = 2 if "jamba" in example else 3
         assert built["deepspeed"].endswith(("zero2.json", "ds_z3_config.json"))
@@ -274,11 +280,21 @@ def test_fsdp_keys_are_checked_before_anything_loads(tmp_path):
                           ({"fsdp_version": 2}, "fsdp_version is set but FSDP is not"),
                           ({"fsdp_config": {"fsdp_offload_params": True}, "deepspeed": {"zero_optimization": {}}},
                            "fsdp and deepspeed are both set"),
-                          ({"fsdp_config": {}, "fsdp_version": 3}, "fsdp_version must be 1 or 2")]:
+                          ({"fsdp_config": {}, "fsdp_version": 3}, "fsdp_version must be 1 or 2"),
+                          ({"fsdp_config": {"fsdp_ofload_params": True}}, "fsdp_config.fsdp_ofload_params is not an "
+                                                                          "FSDP setting the Trainer reads; did you mean "
+                                                                          "'offload_params'"),
+                          ({"fsdp_config": {"fsdp_sharding_strategy": "SHARD_GRAD_OP"}},
+                           "fsdp_config.fsdp_sharding_strategy: SHARD_GRAD_OP disagrees with fsdp"),
+                          ({"fsdp_config": {"mixed_precision_policy": "bf16"}, "fsdp_version": 2},
+                           "fsdp_config.mixed_precision_policy: a custom FSDP2 mixed-precision policy")]:
         with pytest.raises(UserError, match=message):
             load_config(write_yaml(tmp_path / "c.yaml", **base, **keys))
     cfg = load_config(write_yaml(tmp_path / "c.yaml", **base, fsdp_config={"offload_params": False}, fsdp_version=2))
-    assert cfg.fsdp == ["full_shard", "auto_wrap"] and cfg.fsdp_config == {"offload_params": False, "fsdp_version": 2}
+    assert cfg.fsdp == ["full_shard", "auto_wrap"] and cfg.fsdp_config == {"cpu_offload": False, "version": 2}
+    cfg = load_config(write_yaml(tmp_path / "c.yaml", **base, fsdp="full_shard auto_wrap",
+                                 fsdp_config={"transformer_layer_cls_to_wrap": "LlamaDecoderLayer"}))
+    assert "version" not in cfg.fsdp_config  # the HF Trainer's own spelling keeps the Trainer's default (FSDP2)
 
 
 def test_llamafactory_zero3_example_trains_two_steps_as_mor_on_two_processes(tiny_model_dir, tmp_path):
