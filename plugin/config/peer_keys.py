@@ -234,7 +234,7 @@ REFUSED_WHEN_ON = {
 }
 # sizes and degrees: 1 is as off as 0
 OFF_VALUES = {"context_parallel_size": 1, "dp_replicate_size": 1, "dp_shard_size": 1, "tensor_parallel_size": 1,
-              "sequence_parallel_degree": 1, "heads_k_stride": 1, "dataset_shard_num": 1, "batch_size": None}
+              "sequence_parallel_degree": 1, "heads_k_stride": 1, "dataset_shard_num": 1}
 
 
 def is_on(key: str, value) -> bool:

@@ -92,6 +92,11 @@ class ParamWrapper(LowRankLayer):
     def adapted_weight(self) -> nn.Parameter:
         return getattr(self.get_base_layer(), self.parameter_name)
 
+    @property
+    def transposed(self) -> bool:
+        """Experts stored (experts, d_in, d_out), as the module says; transformers 5's default is (.., d_out, d_in)."""
+        return getattr(self.get_base_layer(), "is_transposed", False)
+
     def adapted_shape(self) -> tuple[int, int]:
         weight = self.adapted_weight()
         shape = tuple(getattr(weight, "ds_shape", weight.shape))  # DeepSpeed ZeRO-3 keeps the real shape there
@@ -100,7 +105,7 @@ class ParamWrapper(LowRankLayer):
                              "(experts) parameters can be adapted")
         self.stacked = shape[0] if len(shape) == 3 else 1
         d_out, d_in = shape[-2:]
-        return (d_out, d_in) if getattr(self.get_base_layer(), "is_transposed", False) else (d_in, d_out)
+        return (d_out, d_in) if self.transposed else (d_in, d_out)
 
     def check_config(self, config: LowRankConfig) -> None:
         MPLoraLayer.check_config(self, config)
@@ -123,7 +128,7 @@ class ParamWrapper(LowRankLayer):
     def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
         b, a = self._factors(adapter_name)
         delta = torch.bmm(b, a) * self.scaling[adapter_name]  # experts x d_out x d_in
-        if getattr(self.get_base_layer(), "is_transposed", False):
+        if self.transposed:
             delta = delta.transpose(1, 2)
         weight = self.adapted_weight()
         return delta.reshape(weight.shape).to(weight.dtype)
