@@ -49,3 +49,12 @@ def base_cfg(tiny_model_dir, chat_file, tmp_path):
         output_dir=str(tmp_path / "out"),
         report_to="none",
     )
+
+
+@pytest.fixture(scope="session")
+def torchrun_launch(tiny_model_dir, tmp_path_factory):
+    """Every 2-process plugin.train run the tests check, from one torchrun launch (tests/launches.py)."""
+    pytest.importorskip("deepspeed")
+    from .launches import run_launch
+
+    return run_launch(tmp_path_factory.mktemp("launch"), tiny_model_dir)

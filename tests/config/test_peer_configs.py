@@ -12,6 +12,7 @@ import torch
 
 from plugin.config import chat_templates
 from plugin.config import load_config
+from plugin.train import main as train_main
 from plugin.utils.errors import UserError
 
 from ..helpers import FIXTURES_DIR, REPO, adapter_weights, write_yaml
@@ -62,11 +63,7 @@ def test_llamafactory_example_trains_two_steps(tiny_model_dir, tmp_path):
     keys.update(model_name_or_path=str(tiny_model_dir), dataset_dir=str(LF / "data"), finetuning_type="mor",
                 output_dir=str(tmp_path / "out"), max_steps=2, bf16=False, trust_remote_code=False,
                 gradient_accumulation_steps=1, max_samples=8, cutoff_len=256)
-    cfg = write_yaml(tmp_path / "lf.yaml", **keys)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "plugin.train", str(cfg)], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert train_main([str(write_yaml(tmp_path / "lf.yaml", **keys))]) == 0
     weights = adapter_weights(tmp_path / "out")
     assert any("mor_A" in k and "q_proj" in k for k in weights) and any("down_proj" in k for k in weights)
 
@@ -92,14 +89,11 @@ def test_axolotl_qlora_example_trains_two_steps_as_mor(tiny_model_dir, tmp_path)
     cfg = load_config(AX / "llama-3_qlora-1b.yml", {"adapter": "mor"})
     assert (cfg.adapter, cfg.load_in_4bit, cfg.sample_packing) == ("mor", True, True)
     assert cfg.lora_target_modules == ["gate_proj", "down_proj", "up_proj", "q_proj", "v_proj", "k_proj", "o_proj"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     data = LF / "data" / "alpaca_en_demo.json"
-    cmd = [sys.executable, "-m", "plugin.train", str(AX / "llama-3_qlora-1b.yml"), "--adapter", "mor",
-           "--base_model", str(tiny_model_dir), "--datasets", f"[{{path: {data}, type: alpaca}}]",
-           "--special_tokens", "{pad_token: '<|im_end|>'}", "--max_steps", "2", "--sequence_len", "512",
-           "--output_dir", str(tmp_path / "out")]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert train_main([str(AX / "llama-3_qlora-1b.yml"), "--adapter", "mor", "--base_model", str(tiny_model_dir),
+                       "--datasets", f"[{{path: {data}, type: alpaca}}]", "--special_tokens",
+                       "{pad_token: '<|im_end|>'}", "--max_steps", "2", "--sequence_len", "512",
+                       "--output_dir", str(tmp_path / "out")]) == 0
     assert any("mor_omega_B" in k for k in adapter_weights(tmp_path / "out"))
     assert json.loads((tmp_path / "out" / "adapter_config.json").read_text())["peft_type"] == "MOR"
 
@@ -221,42 +215,52 @@ def test_axolotl_schedule_and_optimizer_keys_reach_the_trainer(tmp_path):
     assert lrs == pytest.approx(expected)
 
 
-# Published scale-out examples (verbatim): the TrainingArguments plugin.train builds from each, in a fresh process
-# (building them with deepspeed or fsdp exports ACCELERATE_USE_* for the rest of the process). Replaced: the adapter.
+# Published scale-out examples (verbatim): the TrainingArguments plugin.train builds from each, all in one fresh
+# process (building them with deepspeed or fsdp exports ACCELERATE_USE_* and keeps a DeepSpeed config for the rest
+# of the process: each example starts from the environment the process began with). Replaced: the adapter.
 _ARGS_OF = """
-import json, sys
+import contextlib, io, json, os, sys
+from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 from plugin.config import load_config
 from plugin.training.run import training_arguments
-cfg = load_config(sys.argv[1], json.loads(sys.argv[2]))
-args = training_arguments(cfg, has_eval=False, use_cpu=True)  # as train() builds them on this CPU machine
-ds = getattr(args, "hf_deepspeed_config", None)
-print(json.dumps({"fsdp": bool(args.fsdp), "fsdp_config": args.fsdp_config, "load_in_4bit": cfg.load_in_4bit,
-                  "deepspeed": args.deepspeed, "ds": ds.config if ds else None,
-                  "plugin": getattr(args, "fsdp_plugin_args", None)}, default=str))
+clean, start, built = dict(os.environ), os.getcwd(), {}
+for example, folder in json.loads(sys.argv[1]).items():
+    os.environ.clear(), os.environ.update(clean), os.chdir(folder), unset_hf_deepspeed_config()
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        cfg = load_config(example, {"adapter": "mor"})
+        args = training_arguments(cfg, has_eval=False, use_cpu=True)  # as train() builds them on this CPU machine
+    ds = getattr(args, "hf_deepspeed_config", None)
+    built[example] = {"fsdp": bool(args.fsdp), "fsdp_config": args.fsdp_config, "load_in_4bit": cfg.load_in_4bit,
+                      "deepspeed": args.deepspeed, "ds": ds.config if ds else None,
+                      "plugin": getattr(args, "fsdp_plugin_args", None), "stderr": err.getvalue()}
+print(json.dumps(built, default=str))
 """
-SCALE_OUT = {
-    "axolotl/llama-2_qlora-fsdp.yml": {},
-    "axolotl/llama-3_qlora-fsdp-70b.yaml": {},
-    "axolotl/jamba_qlora_deepspeed.yaml": {},
-    "llamafactory/qwen3_lora_sft_ds3.yaml": {},
-}
+SCALE_OUT = ["axolotl/llama-2_qlora-fsdp.yml", "axolotl/llama-3_qlora-fsdp-70b.yaml",
+             "axolotl/jamba_qlora_deepspeed.yaml", "llamafactory/qwen3_lora_sft_ds3.yaml"]
 
 
-@pytest.mark.parametrize("example", list(SCALE_OUT))
-def test_published_scale_out_examples_reach_the_trainer(example, tmp_path):
-    overrides = {"adapter": "mor", **SCALE_OUT[example]}
-    proc = subprocess.run([sys.executable, "-c", _ARGS_OF, str(FIXTURES_DIR / "peer_configs" / example),
-                           json.dumps(overrides)], cwd=LF if example.startswith("llamafactory") else tmp_path,
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(REPO), "DS_ACCELERATOR": "cpu"})
+@pytest.fixture(scope="module")
+def scale_out_arguments(tmp_path_factory):
+    folders = {str(FIXTURES_DIR / "peer_configs" / example): str(LF if example.startswith("llamafactory")
+                                                                 else tmp_path_factory.mktemp("scale_out"))
+               for example in SCALE_OUT}
+    proc = subprocess.run([sys.executable, "-c", _ARGS_OF, json.dumps(folders)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(REPO), "DS_ACCELERATOR": "cpu"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    built = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {Path(path).relative_to(FIXTURES_DIR / "peer_configs").as_posix(): built
+            for path, built in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
+
+
+@pytest.mark.parametrize("example", SCALE_OUT)
+def test_published_scale_out_examples_reach_the_trainer(example, scale_out_arguments):
+    built = scale_out_arguments[example]
+    stderr = built["stderr"]
     if "fsdp" in example:  # Axolotl's fsdp_-prefixed keys, as the HF Trainer reads them
         assert built["fsdp"] and built["load_in_4bit"] and built["deepspeed"] is None
-        assert "use_reentrant: true is run as use_reentrant: false" in proc.stderr
+        assert "use_reentrant: true is run as use_reentrant: false" in stderr
         # what accelerate's FSDP plugin gets, as Axolotl would set it: FSDP1 (its default), params offloaded (Axolotl's
         # offload_params is the Trainer's cpu_offload; under its own name transformers would drop it silently)
-        assert "fsdp_version is not set: FSDP1, as Axolotl runs this file" in proc.stderr
+        assert "fsdp_version is not set: FSDP1, as Axolotl runs this file" in stderr
         plugin = built["plugin"]
         assert (plugin["fsdp_version"], plugin["cpu_offload"], plugin["use_orig_params"]) == (1, True, False)
         assert plugin["transformer_cls_names_to_wrap"] == "LlamaDecoderLayer"
@@ -266,7 +270,7 @@ def test_published_scale_out_examples_reach_the_trainer(example, tmp_path):
     else:  # the shipped copy of the named file, its "auto" values filled from the YAML
         stage = 2 if "jamba" in example else 3
         assert built["deepspeed"].endswith(("zero2.json", "ds_z3_config.json"))
-        assert "using the copy of it this package ships" in proc.stderr
+        assert "using the copy of it this package ships" in stderr
         assert built["ds"]["zero_optimization"]["stage"] == stage and not built["fsdp"]
         micro, accumulation = (1, 4) if "jamba" in example else (1, 2)
         assert (built["ds"]["train_micro_batch_size_per_gpu"], built["ds"]["gradient_accumulation_steps"]) == (
@@ -297,51 +301,32 @@ def test_fsdp_keys_are_checked_before_anything_loads(tmp_path):
     assert "version" not in cfg.fsdp_config  # the HF Trainer's own spelling keeps the Trainer's default (FSDP2)
 
 
-def test_llamafactory_zero3_example_trains_two_steps_as_mor_on_two_processes(tiny_model_dir, tmp_path):
+def test_llamafactory_zero3_example_trains_two_steps_as_mor_on_two_processes(torchrun_launch):
     """LLaMA-Factory's qwen3_lora_sft_ds3.yaml, unchanged but for the model, the adapter and the run length, under
-    torchrun on 2 CPU processes: its deepspeed: names examples/deepspeed/ds_z3_config.json, which the shipped copy
-    stands in for."""
-    pytest.importorskip("deepspeed")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29537",
-           "-m", "plugin.train", "qwen3_lora_sft_ds3.yaml", "--finetuning_type", "mor", "--model_name_or_path",
-           str(tiny_model_dir), "--max_steps", "2", "--cutoff_len", "256", "--output_dir", str(tmp_path / "out")]
-    proc = subprocess.run(cmd, cwd=LF, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "using the copy of it this package ships" in proc.stderr
-    assert json.loads((tmp_path / "out" / "adapter_config.json").read_text())["peft_type"] == "MOR"
-    assert json.loads((tmp_path / "out" / "run_summary.json").read_text())["steps"] == 2
+    torchrun on 2 CPU processes (tests/launches.py): its deepspeed: names examples/deepspeed/ds_z3_config.json, which
+    the shipped copy stands in for."""
+    output = torchrun_launch.output("lf-zero3")
+    assert torchrun_launch.rc("lf-zero3") == 0, output[-3000:]
+    assert "using the copy of it this package ships" in output
+    assert torchrun_launch.engine("lf-zero3") == "DEEPSPEED zero3"
+    out = torchrun_launch.out("lf-zero3")
+    assert json.loads((out / "adapter_config.json").read_text())["peft_type"] == "MOR"
+    assert json.loads((out / "run_summary.json").read_text())["steps"] == 2
 
 
-def test_axolotl_jamba_zero2_example_trains_two_steps_as_mor_on_two_processes(tmp_path):
+def test_axolotl_jamba_zero2_example_trains_two_steps_as_mor_on_two_processes(torchrun_launch):
     """Axolotl's jamba/qlora_deepspeed.yaml (4-bit base, paged_adamw_8bit, deepspeed: deepspeed_configs/zero2.json)
     under torchrun on 2 CPU processes, with only the model (a tiny random Jamba: mamba + attention layers, routed
-    experts), the data, the adapter, the pad token and the run length replaced."""
-    deepspeed = pytest.importorskip("deepspeed")
-    if tuple(map(int, deepspeed.__version__.split(".")[:2])) < (0, 19):
-        pytest.skip("DeepSpeed 0.18's ZeRO-2 fails on torch 2.13 (see test_train.py)")
-    from transformers import AutoTokenizer, JambaConfig, JambaForCausalLM
+    experts), the data, the adapter, the pad token and the run length replaced (tests/launches.py)."""
+    from ..launches import deepspeed_runs_zero2
 
-    from plugin.models.embedded import embedded_model_path
-
-    tokenizer = AutoTokenizer.from_pretrained(embedded_model_path())
-    torch.manual_seed(0)
-    JambaForCausalLM(JambaConfig(
-        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, num_experts=2, num_experts_per_tok=1, expert_layer_period=2, expert_layer_offset=1,
-        attn_layer_period=2, attn_layer_offset=1, mamba_d_state=8, use_mamba_kernels=False,
-        max_position_embeddings=512, tie_word_embeddings=True)).save_pretrained(tmp_path / "jamba")
-    tokenizer.save_pretrained(tmp_path / "jamba")
-    data = LF / "data" / "alpaca_en_demo.json"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29538",
-           "-m", "plugin.train", str(AX / "jamba_qlora_deepspeed.yaml"), "--adapter", "mor",
-           "--base_model", str(tmp_path / "jamba"), "--datasets", f"[{{path: {data}, type: alpaca}}]",
-           "--special_tokens", "{pad_token: '<|im_end|>'}", "--max_steps", "2", "--sequence_len", "256",
-           "--output_dir", str(tmp_path / "out")]
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "deepspeed: deepspeed_configs/zero2.json is not in" in proc.stderr
-    assert "routed-expert weight tensors" in proc.stderr  # the experts stay unadapted, and it is said
-    assert json.loads((tmp_path / "out" / "run_summary.json").read_text())["steps"] == 2
-    assert any("mor_omega_B" in k for k in adapter_weights(tmp_path / "out"))
+    if not deepspeed_runs_zero2():
+        pytest.skip(deepspeed_runs_zero2.__doc__)
+    output = torchrun_launch.output("jamba-zero2")
+    assert torchrun_launch.rc("jamba-zero2") == 0, output[-3000:]
+    assert "deepspeed: deepspeed_configs/zero2.json is not in" in output
+    assert "routed-expert weight tensors" in output  # the experts stay unadapted, and it is said
+    assert torchrun_launch.engine("jamba-zero2") == "DEEPSPEED zero2"
+    out = torchrun_launch.out("jamba-zero2")
+    assert json.loads((out / "run_summary.json").read_text())["steps"] == 2
+    assert any("mor_omega_B" in k for k in adapter_weights(out))

@@ -174,13 +174,15 @@ def test_cli_prints_no_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_a_diverging_run_stops_with_one_line_and_saves_nothing_as_finished(tmp_path, base_cfg):
+def test_a_diverging_run_stops_with_one_line_and_saves_nothing_as_finished(tmp_path, base_cfg, capsys):
     """learning_rate 1e30 used to end with exit 0, 'adapter saved' and NaN weights."""
     cfg = write_yaml(tmp_path / "nan.yaml", **{**base_cfg, "learning_rate": 1e30, "max_grad_norm": 0.0,
                                                "optimizer": "sgd", "max_steps": 4, "save_steps": 100})
-    proc = subprocess.run([sys.executable, "-m", "plugin.train", str(cfg)], cwd=REPO, capture_output=True, text=True)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    errors = [line[line.index("error:"):] for line in proc.stderr.splitlines() if "error:" in line]
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(cfg)])
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2, err[-2000:]
+    errors = [line[line.index("error:"):] for line in err.splitlines() if "error:" in line]
     assert len(errors) == 1 and errors[0].startswith("error: training stopped at step 2: the task loss is not finite")
-    assert "Traceback" not in proc.stderr and "adapter saved" not in proc.stdout
+    assert "Traceback" not in err and "adapter saved" not in out
     assert not (Path(base_cfg["output_dir"]) / "adapter_config.json").exists()

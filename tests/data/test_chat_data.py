@@ -183,18 +183,20 @@ def test_truncation_drops_are_counted_and_all_dropped_is_an_error(smol, tmp_path
         tokenize_dataset(_load_raw(spec), spec, smol, LabelPolicy(), 20)
 
 
-def test_preview_data_cli_shows_rows_and_writes_nothing(tiny_model_dir, tmp_path):
+def test_preview_data_cli_shows_rows_and_writes_nothing(tiny_model_dir, tmp_path, capsys):
+    from plugin.train import main as train_main
+
     out = tmp_path / "out"
     cfg = write_yaml(tmp_path / "c.yaml", base_model=str(tiny_model_dir), datasets=[{"path": str(TULU)}],
                      output_dir=str(out), max_steps=1)
-    cmd = [sys.executable, "-m", "plugin.train", str(cfg), "--preview-data", "2"]
-    shown = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    assert train_main([str(cfg), "--preview-data", "2"]) == 0
+    shown = capsys.readouterr().out
     first = json.loads(TULU.read_text().splitlines()[0])["messages"]
     assert shown.count("--- row") == 2
     for answer in (m["content"] for m in first if m["role"] == "assistant"):
         assert f"[[{answer}<|im_end|>]]" in shown
-    as_json = subprocess.run(cmd + ["--json"], capture_output=True, text=True, check=True).stdout.splitlines()
-    rows = [json.loads(line) for line in as_json]
+    assert train_main([str(cfg), "--preview-data", "2", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(rows) == 2 and len(rows[0]["input_ids"]) == len(rows[0]["labels"]) and IGNORE in rows[0]["labels"]
     assert not out.exists()
 

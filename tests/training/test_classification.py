@@ -40,13 +40,14 @@ RELOAD = """
 import json, sys, torch, plugin
 from peft import PeftModel
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
-torch.manual_seed(int(sys.argv[3]))  # a head not read from the file would differ between seeds
-base = AutoModelForSequenceClassification.from_pretrained(sys.argv[1], num_labels=2)
-model = PeftModel.from_pretrained(base, sys.argv[2]).eval()
 batch = AutoTokenizer.from_pretrained(sys.argv[1])(["A man sleeps.", "Dogs bark at night."], ["He is awake.", "Dogs bark."],
                                                    padding=True, return_tensors="pt")
-with torch.no_grad():
-    print(json.dumps(model(**batch).logits.tolist()))
+for seed in (1, 2):
+    torch.manual_seed(seed)  # a head not read from the file would differ between seeds
+    base = AutoModelForSequenceClassification.from_pretrained(sys.argv[1], num_labels=2)
+    model = PeftModel.from_pretrained(base, sys.argv[2]).eval()
+    with torch.no_grad():
+        print(json.dumps(model(**batch).logits.tolist()))
 """
 
 
@@ -59,10 +60,10 @@ def test_each_adapter_trains_a_classifier_saved_with_its_head(tiny_bert, tmp_pat
     assert 0 <= metrics["eval_accuracy"] <= 1
     saved = adapter_weights(out)
     assert any("classifier" in k for k in saved), sorted(saved)  # the new head is trained and saved
-    logits = [json.loads(subprocess.run([sys.executable, "-c", RELOAD, str(tiny_bert), str(out), str(seed)],
-                                        capture_output=True, text=True, timeout=300, check=True).stdout)
-              for seed in (1, 2)]
-    assert logits[0] == logits[1]
+    reloaded = subprocess.run([sys.executable, "-c", RELOAD, str(tiny_bert), str(out)], capture_output=True,
+                              text=True, timeout=300, check=True).stdout.strip().splitlines()
+    logits = [json.loads(line) for line in reloaded[-2:]]
+    assert len(reloaded) >= 2 and logits[0] == logits[1]
 
 
 def test_full_fine_tuning_ceiling_and_per_item_outcomes(tiny_bert, tmp_path):

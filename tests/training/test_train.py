@@ -15,6 +15,7 @@ from plugin.config import load_config
 from plugin.training.run import train
 
 from ..helpers import REPO, adapter_weights, read_json, write_yaml
+from ..launches import DS_METHODS, deepspeed_runs_zero2, free_port
 
 
 @pytest.mark.parametrize("adapter", ["lora", "mplora", "mor", "loratrf"])
@@ -69,14 +70,12 @@ def _env():
     return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def test_resume_after_kill_matches_uninterrupted_run(base_cfg, tmp_path):
-    keys = {**base_cfg, "adapter": "mor", "max_steps": 30, "save_steps": 3, "micro_batch_size": 2}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the runs below (OMP_NUM_THREADS=1): the same summation order, step after step
-    try:
-        full = train(load_config(None, {**keys, "output_dir": str(tmp_path / "full")}))
-    finally:
-        torch.set_num_threads(threads)
+def test_resume_after_kill_matches_uninterrupted_run(base_cfg, tmp_path, capsys):
+    """A run killed (SIGKILL, no chance to clean up) after checkpoint-6 resumes from it: the same command, run again
+    (in-process here: the entry point is the killed process), ends with the uninterrupted run's adapter."""
+    from plugin.train import main as train_main
+
+    keys = {**base_cfg, "adapter": "mor", "max_steps": 24, "save_steps": 3, "micro_batch_size": 2}
     cfg_file = write_yaml(tmp_path / "cfg.yaml", **{**keys, "output_dir": str(tmp_path / "killed")})
     cmd = [sys.executable, "-m", "plugin.train", str(cfg_file)]
     proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -87,15 +86,22 @@ def test_resume_after_kill_matches_uninterrupted_run(base_cfg, tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "killed" / "adapter_config.json").exists(), "run finished before it could be killed"
-    rerun = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert "resuming from" in rerun.stdout
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the killed run (OMP_NUM_THREADS=1): the same summation order, step after step
+    try:
+        full = train(load_config(None, {**keys, "output_dir": str(tmp_path / "full")}))
+        capsys.readouterr()
+        assert train_main([str(cfg_file)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert "resuming from" in capsys.readouterr().out
     resumed, uninterrupted = adapter_weights(tmp_path / "killed"), adapter_weights(full)
     for key in uninterrupted:
         torch.testing.assert_close(resumed[key], uninterrupted[key], rtol=1e-5, atol=1e-6)
     # a finished run is not overwritten by the same command
-    again = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
-    assert again.returncode == 2 and "already holds a finished run" in again.stderr
+    with pytest.raises(SystemExit) as again:
+        train_main([str(cfg_file)])
+    assert again.value.code == 2 and "already holds a finished run" in capsys.readouterr().err
 
 
 def test_4bit_backbone_through_the_cli(base_cfg):
@@ -103,18 +109,14 @@ def test_4bit_backbone_through_the_cli(base_cfg):
     assert (out / "adapter_model.safetensors").is_file()
 
 
-def test_two_processes_match_one_on_the_same_global_batch(base_cfg, tmp_path):
-    keys = {**base_cfg, "optimizer": "sgd", "lr_scheduler": "constant", "max_grad_norm": 0.0, "learning_rate": 0.5,
-            "max_steps": 2, "save_steps": 100, "adapter": "mplora", "mplora_orth_weight": 5.0}
+def test_two_processes_match_one_on_the_same_global_batch(torchrun_launch, tmp_path):
+    """DDP under torchrun (2 processes, micro-batch 2, MPLoRA with its orthogonality term on) equals one process with
+    micro-batch 4."""
+    keys = torchrun_launch.keys["ddp-mplora"]
+    assert torchrun_launch.rc("ddp-mplora") == 0, torchrun_launch.output("ddp-mplora")[-3000:]
+    assert torchrun_launch.engine("ddp-mplora") == "MULTI_CPU"
     one = adapter_weights(train(load_config(None, {**keys, "micro_batch_size": 4, "output_dir": str(tmp_path / "one")})))
-    cfg_file = write_yaml(tmp_path / "two.yaml", **{**keys, "micro_batch_size": 2, "output_dir": str(tmp_path / "two")})
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-         "-m", "plugin.train", str(cfg_file)],
-        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    two = adapter_weights(tmp_path / "two")
+    two = torchrun_launch.weights("ddp-mplora")
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-6)
 
@@ -125,10 +127,11 @@ def test_two_nodes_match_one_process(base_cfg, tmp_path):
     keys = {**base_cfg, "optimizer": "sgd", "lr_scheduler": "constant", "max_grad_norm": 0.0, "learning_rate": 0.5,
             "max_steps": 1, "save_steps": 100, "adapter": "mor", "mor_num_experts": 3}
     one = adapter_weights(train(load_config(None, {**keys, "micro_batch_size": 4, "output_dir": str(tmp_path / "one")})))
+    port = free_port()
     cfg_file = write_yaml(tmp_path / "nodes.yaml", **{**keys, "micro_batch_size": 2, "output_dir": str(tmp_path / "two")})
     nodes = [subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1", "--node_rank",
-         str(rank), "--rdzv_backend", "c10d", "--rdzv_endpoint", "127.0.0.1:29536", "--rdzv_id", "plugin-test",
+         str(rank), "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "plugin-test",
          "-m", "plugin.train", str(cfg_file)],
         cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
     outputs = [node.communicate(timeout=600) for node in nodes]
@@ -158,7 +161,7 @@ def test_deepspeed_zero3_through_accelerate_matches_one_process(base_cfg, tmp_pa
     cfg_file = write_yaml(tmp_path / "zero3.yaml", **{**keys, "output_dir": str(tmp_path / "zero3")})
     proc = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-         str(REPO / "configs" / "accelerate" / "deepspeed_zero3.yaml"), "--main_process_port", "29534",
+         str(REPO / "configs" / "accelerate" / "deepspeed_zero3.yaml"), "--main_process_port", str(free_port()),
          *(["--deepspeed_config_file", str(ds_json)] if ds_json else []), "-m", "plugin.train", str(cfg_file)],
         cwd=REPO, env={**_env(), "DS_ACCELERATOR": "cpu"}, capture_output=True, text=True, timeout=600,
     )
@@ -169,36 +172,24 @@ def test_deepspeed_zero3_through_accelerate_matches_one_process(base_cfg, tmp_pa
         torch.testing.assert_close(zero3[key], one[key], rtol=1e-4, atol=1e-6)
 
 
-DS_METHODS = {"mplora": {"mplora_num_paths": 2, "mplora_orth_weight": 5.0}, "loratrf": {"loratrf_mode": "output"},
-              "mor": {"mor_num_experts": 3, "mor_router_aux_loss_coef": 1.0}}
-
-
-@pytest.mark.parametrize("adapter,extra,ds_file", [
-    (adapter, extra, f"examples/deepspeed/ds_z{stage}_config.json") for stage in (2, 3)
-    for adapter, extra in DS_METHODS.items()
-], ids=[f"zero{stage}-{adapter}" for stage in (2, 3) for adapter in DS_METHODS])
-def test_deepspeed_key_in_the_yaml_under_torchrun_matches_one_process(base_cfg, tmp_path, adapter, extra, ds_file):
+@pytest.mark.parametrize("adapter", list(DS_METHODS))
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_key_in_the_yaml_under_torchrun_matches_one_process(torchrun_launch, tmp_path, stage, adapter):
     """`deepspeed: examples/deepspeed/ds_z{2,3}_config.json` as LLaMA-Factory's examples write it, launched with plain
     torchrun on 2 CPU processes: the shipped copies stand in (not in the working directory), the Trainer fills their
     "auto" values, and the adapter equals one process running the same micro-batches with gradient accumulation."""
-    deepspeed = pytest.importorskip("deepspeed")
-    if "z2" in ds_file and tuple(map(int, deepspeed.__version__.split(".")[:2])) < (0, 19):
-        pytest.skip("DeepSpeed 0.18's ZeRO-2 all-gather writes in place into a split view, which torch 2.13 "
-                    "refuses (seen under Axolotl's pinned deepspeed < 0.19; 0.19 runs it, the main environment)")
-    keys = {**base_cfg, "lr_scheduler": "constant", "max_grad_norm": 0.0, "max_steps": 2, "save_steps": 100,
-            "adapter": adapter, "micro_batch_size": 2, "optimizer": "adamw_torch", "learning_rate": 0.01, **extra}
+    if stage == 2 and not deepspeed_runs_zero2():
+        pytest.skip(deepspeed_runs_zero2.__doc__)
+    name, ds_file = f"zero{stage}-{adapter}", f"examples/deepspeed/ds_z{stage}_config.json"
+    output = torchrun_launch.output(name)
+    assert torchrun_launch.rc(name) == 0, output[-3000:]
+    assert f"note: deepspeed: {ds_file} is not in {torchrun_launch.root / 'ds_cwd'}; using the copy of it this " \
+           "package ships" in output
+    assert torchrun_launch.engine(name) == f"DEEPSPEED zero{stage}"  # the engine really ran
+    keys = {k: v for k, v in torchrun_launch.keys[name].items() if k != "deepspeed"}
     one = adapter_weights(train(load_config(None, {**keys, "gradient_accumulation_steps": 2,
                                                    "output_dir": str(tmp_path / "one")})))
-    cfg_file = write_yaml(tmp_path / "ds.yaml", **{**keys, "deepspeed": ds_file, "output_dir": str(tmp_path / "ds")})
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29535",
-         "-m", "plugin.train", str(cfg_file)],
-        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"note: deepspeed: {ds_file} is not in {tmp_path}; using the copy of it this package ships" in proc.stderr
-    assert "DeepSpeed" in proc.stdout + proc.stderr  # the engine really ran
-    two = adapter_weights(tmp_path / "ds")
+    two = torchrun_launch.weights(name)
     assert two.keys() == one.keys()
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-6)

@@ -33,35 +33,50 @@ LOAD_SCRIPT = textwrap.dedent(
     import plugin
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
-    base = AutoModelForCausalLM.from_pretrained(sys.argv[1]).eval()
-    model = PeftModel.from_pretrained(base, sys.argv[2]).eval()
-    ids = torch.load(sys.argv[3])
-    with torch.no_grad():
-        torch.save(model(ids).logits, sys.argv[4])
-    print(type(model.base_model).__name__)
+    root = sys.argv[1]
+    ids = torch.load(f"{root}/ids.pt")
+    for method in sys.argv[2:]:
+        base = AutoModelForCausalLM.from_pretrained(f"{root}/base").eval()
+        model = PeftModel.from_pretrained(base, f"{root}/{method}").eval()
+        with torch.no_grad():
+            torch.save(model(ids).logits, f"{root}/{method}.pt")
+        print(method, type(model.base_model).__name__)
     """
 )
 
 
-@pytest.mark.parametrize("method", list(CONFIGS))
-def test_save_then_load_in_fresh_process_is_bit_identical(tmp_path, tokens, method):
+@pytest.fixture(scope="module")
+def saved_and_reloaded(tmp_path_factory):
+    """Each method's adapter saved here and loaded back in one fresh process (``import plugin``, then PEFT's
+    ``PeftModel.from_pretrained``): per method the saved config, the logits before saving and those after loading."""
+    root = tmp_path_factory.mktemp("fresh_process")
     base = tiny_llama()
-    base.save_pretrained(tmp_path / "base")
-    model = get_peft_model(base, CONFIGS[method]()).eval()  # from_pretrained loads for inference: eval mode
-    with torch.no_grad():
-        expected = model(tokens).logits
-    model.save_pretrained(tmp_path / "adapter")
-    saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    base.save_pretrained(root / "base")
+    ids = torch.randint(0, base.config.vocab_size, (2, 7), generator=torch.Generator().manual_seed(1))
+    torch.save(ids, root / "ids.pt")
+    before, own_class = {}, {}
+    for method, config in CONFIGS.items():
+        model = get_peft_model(tiny_llama(), config()).eval()  # from_pretrained loads for inference: eval mode
+        with torch.no_grad():
+            before[method] = model(ids).logits
+        own_class[method] = type(model.base_model).__name__
+        model.save_pretrained(root / method)
+    proc = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, str(root), *CONFIGS], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    classes = dict(line.split() for line in proc.stdout.splitlines() if line.split()[:1] and line.split()[0] in CONFIGS)
+    return {method: (json.loads((root / method / "adapter_config.json").read_text()), before[method],
+                     torch.load(root / f"{method}.pt"), classes.get(method), own_class[method])
+            for method in CONFIGS}
+
+
+@pytest.mark.parametrize("method", list(CONFIGS))
+def test_save_then_load_in_fresh_process_is_bit_identical(saved_and_reloaded, method):
+    saved, expected, loaded, loaded_class, own_class = saved_and_reloaded[method]
     for key, value in METHOD_FIELDS[method].items():
         assert saved[key] == value
-    torch.save(tokens, tmp_path / "ids.pt")
-    proc = subprocess.run(
-        [sys.executable, "-c", LOAD_SCRIPT, tmp_path / "base", tmp_path / "adapter", tmp_path / "ids.pt",
-         tmp_path / "out.pt"], capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split()[-1] == type(model.base_model).__name__
-    assert torch.equal(torch.load(tmp_path / "out.pt"), expected)
+    assert loaded_class == own_class
+    assert torch.equal(loaded, expected)
 
 
 def test_loading_without_import_plugin_is_an_error_not_lora(tmp_path):
