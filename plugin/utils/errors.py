@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +28,26 @@ def exits_cleanly_on_user_error(main: Callable[..., int | None]) -> Callable[...
             raise SystemExit(2) from None
 
     return wrapper
+
+
+@contextlib.contextmanager
+def interrupts_stop_the_run():
+    """Ctrl-C (SIGINT) and SIGTERM raise KeyboardInterrupt while the block runs, whatever the process inherited.
+
+    A process started where SIGINT is ignored (a background job of a non-interactive shell, as CI and nohup start
+    them) gets no KeyboardInterrupt handler from Python: Ctrl-C or ``kill -INT`` did nothing and the run went on to
+    its last step. SIGTERM (torchrun stopping its workers, a scheduler's time limit) stops it the same way, so the
+    run says where it resumes instead of dying mid-write. The previous handlers come back afterwards.
+    """
+    if threading.current_thread() is not threading.main_thread():  # handlers can only be set from the main thread
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def check_writable_folder(path: str | os.PathLike, what: str) -> None:

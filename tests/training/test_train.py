@@ -71,17 +71,17 @@ def _env():
 
 
 def test_resume_after_kill_matches_uninterrupted_run(base_cfg, tmp_path, capsys):
-    """A run killed (SIGKILL, no chance to clean up) after checkpoint-6 resumes from it: the same command, run again
+    """A run killed (SIGKILL, no chance to clean up) after checkpoint-4 resumes from it: the same command, run again
     (in-process here: the entry point is the killed process), ends with the uninterrupted run's adapter."""
     from plugin.train import main as train_main
 
-    keys = {**base_cfg, "adapter": "mor", "max_steps": 24, "save_steps": 3, "micro_batch_size": 2}
+    keys = {**base_cfg, "adapter": "mor", "max_steps": 12, "save_steps": 2, "micro_batch_size": 2}
     cfg_file = write_yaml(tmp_path / "cfg.yaml", **{**keys, "output_dir": str(tmp_path / "killed")})
     cmd = [sys.executable, "-m", "plugin.train", str(cfg_file)]
     proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 240
-    while not (tmp_path / "killed" / "checkpoint-6").is_dir() and time.time() < deadline and proc.poll() is None:
+    while not (tmp_path / "killed" / "checkpoint-4").is_dir() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
