@@ -256,7 +256,7 @@ def run_methods(args, methods: list[str], overrides: dict | None = None) -> list
                    if k not in ("json", "child", "sweep", "methods") and v is not None and v is not False]
     launcher = [sys.executable]
     if args.engine:
-        launcher += ["-m", "torch.distributed.run", "--nproc_per_node", str(args.processes), "--master_port", "29571"]
+        launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.processes)]
     children = [",".join(methods)] if args.generate else [m for _ in range(args.repeats) for m in methods]
     rows = []
     for i, child in enumerate(children):
