@@ -43,21 +43,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _after_training(cfg, out) -> None:
-    """What follows a finished run in the main process: the summary, the config's eval: section, the push."""
-    if cfg.task == "sequence_classification":
-        metrics = out / "eval_metrics.json"
-        print(f"\n{'model' if cfg.adapter == 'full' else 'adapter and classifier head'} saved to {out}"
-              + (f"\nheld-out metrics: {metrics.read_text()}" if metrics.is_file() else ""))
-    else:
-        print(f"\nadapter saved to {out}\nevaluate it with:\n  python -m plugin.eval --base {cfg.base_model} "
-              f"--adapter {out} --data_dir data/eval --suite commonsense --limit 100")
-        if cfg.eval is not None:
-            add_eval_section(out, evaluate_from_train_config(cfg, out))
-    if cfg.hub_model_id:
-        push_folder(out, cfg.hub_model_id, cfg.hub_private_repo)
-
-
 @exits_cleanly_on_user_error
 def main(argv: list[str] | None = None) -> int:
     # transformers 5.2x renames gradient_checkpointing -> activation_checkpointing; the old names are the ones
@@ -86,8 +71,18 @@ def main(argv: list[str] | None = None) -> int:
                             f"checkpoint (every save_steps={cfg.save_steps} steps)") from None
         if int(os.environ.get("RANK", "0")) != 0:
             return 0
-        try:
-            _after_training(cfg, out)
+        try:  # what follows a finished run in the main process: the summary, the config's eval: section, the push
+            if cfg.task == "sequence_classification":
+                metrics = out / "eval_metrics.json"
+                print(f"\n{'model' if cfg.adapter == 'full' else 'adapter and classifier head'} saved to {out}"
+                      + (f"\nheld-out metrics: {metrics.read_text()}" if metrics.is_file() else ""))
+            else:
+                print(f"\nadapter saved to {out}\nevaluate it with:\n  python -m plugin.eval --base {cfg.base_model} "
+                      f"--adapter {out} --data_dir data/eval --suite commonsense --limit 100")
+                if cfg.eval is not None:
+                    add_eval_section(out, evaluate_from_train_config(cfg, out))
+            if cfg.hub_model_id:
+                push_folder(out, cfg.hub_model_id, cfg.hub_private_repo)
         except KeyboardInterrupt:
             raise UserError(f"interrupted after training: the finished adapter is in {out}; evaluate it with "
                             "python -m plugin.eval, or push it with python -m plugin.export --push_to_hub") from None

@@ -3,6 +3,7 @@ no circle; the commands are thin; the configuration reference is generated from 
 
 from __future__ import annotations
 
+import pytest
 import ast
 import subprocess
 import sys
@@ -95,6 +96,7 @@ def test_commands_are_thin():
         assert set(functions) <= {"_parser", "main", "compare"}, (command, functions)
 
 
+@pytest.mark.slow
 def test_configuration_reference_is_current():
     """docs/configuration.md is what the declarations generate; regenerate it with the command it names."""
     generated = subprocess.run([sys.executable, "-m", "plugin.train", "--config-reference"], cwd=REPO,

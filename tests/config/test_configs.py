@@ -56,6 +56,7 @@ MARKERS = ["<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>", "<|begin_of
            "<end_of_turn>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>", "<think>", "</think>"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["chatml", "llama2", "mistral", "llama3", "gemma", "phi3", "qwen2_5", "qwen3"])
 def test_named_templates_train_every_answer(name):
     """TRL's shipped templates (and ours): every answer trained, nothing else, each turn's end marker per option."""

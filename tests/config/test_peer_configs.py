@@ -55,6 +55,7 @@ def test_sharegpt_registry_entry_maps_tags(tmp_path):
     assert spec["roles"]["assistant"] == ["gpt", "function_call"] and spec["roles"]["tool"] == ["observation"]
 
 
+@pytest.mark.slow
 def test_llamafactory_example_trains_two_steps(tiny_model_dir, tmp_path):
     """Only the base model, the dataset folder and the adapter replaced (plus a CPU-sized run)."""
     import yaml
@@ -82,6 +83,7 @@ def test_axolotl_instruct_lora_example_means_what_upstream_means(capsys):
     assert "ignoring keys that do not change training here: model_type, tf32, tokenizer_type" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_axolotl_qlora_example_trains_two_steps_as_mor(tiny_model_dir, tmp_path):
     """adapter: qlora -> mor on the same 4-bit base, sample packing, adamw_bnb_8bit, evals_per_epoch: only the base
     model, the data, the adapter, the llama-3 pad token (the tiny model's tokenizer lacks it) and the run length
@@ -145,6 +147,7 @@ def test_axolotl_gemma2_example_drops_the_system_turn(tiny_model_dir, tmp_path):
     assert trained == "hello<|im_end|>"
 
 
+@pytest.mark.slow
 def test_axolotl_deduplicate_example_keeps_each_row_once(tiny_model_dir, tmp_path):
     """The upstream file lists the same dataset twice with dataset_exact_deduplication: true."""
     from plugin.data.loader import load_training_data
@@ -193,7 +196,6 @@ def test_axolotl_schedule_and_optimizer_keys_reach_the_trainer(tmp_path):
     """warmup_steps, adam_*, cosine_min_lr_ratio (Axolotl: cosine from 1 down to the ratio), curriculum_sampling."""
     import math
 
-    import torch
     from transformers import get_scheduler
 
     from plugin.training.run import training_arguments
@@ -251,6 +253,7 @@ def scale_out_arguments(tmp_path_factory):
             for path, built in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("example", SCALE_OUT)
 def test_published_scale_out_examples_reach_the_trainer(example, scale_out_arguments):
     built = scale_out_arguments[example]
@@ -301,6 +304,8 @@ def test_fsdp_keys_are_checked_before_anything_loads(tmp_path):
     assert "version" not in cfg.fsdp_config  # the HF Trainer's own spelling keeps the Trainer's default (FSDP2)
 
 
+@pytest.mark.multiprocess
+@pytest.mark.slow
 def test_llamafactory_zero3_example_trains_two_steps_as_mor_on_two_processes(torchrun_launch):
     """LLaMA-Factory's qwen3_lora_sft_ds3.yaml, unchanged but for the model, the adapter and the run length, under
     torchrun on 2 CPU processes (tests/launches.py): its deepspeed: names examples/deepspeed/ds_z3_config.json, which
@@ -314,6 +319,8 @@ def test_llamafactory_zero3_example_trains_two_steps_as_mor_on_two_processes(tor
     assert json.loads((out / "run_summary.json").read_text())["steps"] == 2
 
 
+@pytest.mark.multiprocess
+@pytest.mark.slow
 def test_axolotl_jamba_zero2_example_trains_two_steps_as_mor_on_two_processes(torchrun_launch):
     """Axolotl's jamba/qlora_deepspeed.yaml (4-bit base, paged_adamw_8bit, deepspeed: deepspeed_configs/zero2.json)
     under torchrun on 2 CPU processes, with only the model (a tiny random Jamba: mamba + attention layers, routed

@@ -77,6 +77,7 @@ def _dataset(key):
     return {"datasets": [{"path": "data.jsonl", key: ON}]}
 
 
+@pytest.mark.slow
 def test_every_axolotl_key_is_handled(capsys):
     keys = _axolotl_keys()
     assert len(keys["top"]) > 300 and len(keys["dataset"]) > 30  # the schema was read, not an empty shell

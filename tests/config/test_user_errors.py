@@ -166,6 +166,7 @@ def test_overrides_and_aliases_resolve(tmp_path, base_cfg, capsys):
     assert (resolved["adapter"], resolved["mplora_num_paths"]) == ("mplora", 3)
 
 
+@pytest.mark.slow
 def test_cli_prints_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "plugin.train", str(tmp_path / "nope.yaml")], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
@@ -174,6 +175,7 @@ def test_cli_prints_no_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_a_diverging_run_stops_with_one_line_and_saves_nothing_as_finished(tmp_path, base_cfg, capsys):
     """learning_rate 1e30 used to end with exit 0, 'adapter saved' and NaN weights."""
     cfg = write_yaml(tmp_path / "nan.yaml", **{**base_cfg, "learning_rate": 1e30, "max_grad_norm": 0.0,

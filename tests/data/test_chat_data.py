@@ -6,8 +6,6 @@ transformers' own assistant mask from a ``{% generation %}``-tagged template.
 
 import json
 import re
-import subprocess
-import sys
 
 import pytest
 from transformers import AutoTokenizer
@@ -183,6 +181,7 @@ def test_truncation_drops_are_counted_and_all_dropped_is_an_error(smol, tmp_path
         tokenize_dataset(_load_raw(spec), spec, smol, LabelPolicy(), 20)
 
 
+@pytest.mark.slow
 def test_preview_data_cli_shows_rows_and_writes_nothing(tiny_model_dir, tmp_path, capsys):
     from plugin.train import main as train_main
 

@@ -118,6 +118,7 @@ def test_alpaca_numbers_are_their_text_and_empty_answers_are_dropped(tiny_model_
     assert "dropped 2 of 3 rows with an empty 'output' (rows 1, 2)" in capfd.readouterr().err
 
 
+@pytest.mark.slow
 def test_empty_chats_answers_and_documents_are_dropped_and_counted(tiny_model_dir, tmp_path, capfd):
     rows = [chat("Fine."), chat("  \n "), {"messages": []}]
     data, _ = prepared(tmp_path, tiny_model_dir, rows)

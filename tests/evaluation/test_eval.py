@@ -30,6 +30,7 @@ def _acc(report, task="local_arc_easy", metric="acc"):
     return next(r["value"] for r in report["rows"] if r["task"] == task and r["metric"] == metric)
 
 
+@pytest.mark.slow
 def test_base_model_offline_suite_writes_table_and_json(tiny_model_dir, tmp_path, capsys):
     report = evaluate(str(tiny_model_dir), suite="commonsense", data_dir=str(FIXTURES), limit=4, batch_size=4,
                       output=str(tmp_path / "res"))
@@ -45,6 +46,7 @@ def test_base_model_offline_suite_writes_table_and_json(tiny_model_dir, tmp_path
     assert "| task | metric | value | stderr | n |" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", [
     plugin.MPLoraConfig(r=4, num_paths=2, target_modules=["q_proj", "v_proj"]),
     plugin.MoRConfig(r=4, num_experts=3),
@@ -89,6 +91,7 @@ def test_4bit_base_runs(tiny_model_dir):
     assert report["load_in_4bit"] and report["rows"][0]["n"] == 3
 
 
+@pytest.mark.slow
 def test_math_template_generates_and_scores(tiny_model_dir, tmp_path):
     report = evaluate(str(tiny_model_dir), tasks=["svamp"], data_dir=str(FIXTURES), limit=2, output=str(tmp_path))
     row = next(r for r in report["rows"] if r["metric"] == "exact_match")
@@ -97,6 +100,7 @@ def test_math_template_generates_and_scores(tiny_model_dir, tmp_path):
     assert len(items) == 2 and sum(items) / 2 == pytest.approx(row["value"])  # one score per item, not per filter
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv,message", [
     (["--suite", "trivia"], "unknown suite 'trivia'"),
     (["--tasks", "arc_easyy"], "unknown lm-eval task 'arc_easyy'; did you mean 'arc_easy'?"),
@@ -133,6 +137,7 @@ def test_empty_data_file(tiny_model_dir, tmp_path, capsys):
     assert "is empty" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_suites_name_only_tasks_lm_eval_knows():
     """Every task in eval/suites/*.yaml groups resolves in lm-eval's registry (ours included)."""
     import yaml

@@ -31,6 +31,7 @@ def test_task_file_of_the_wrong_shape(tiny_model_dir, tmp_path, capsys):
     assert "piqa.jsonl line 2 is not a {question, choices, label} row" in line
 
 
+@pytest.mark.slow
 def test_hub_task_while_offline(tiny_model_dir, monkeypatch, capsys):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setattr("datasets.config.HF_HUB_OFFLINE", True)
@@ -38,6 +39,7 @@ def test_hub_task_while_offline(tiny_model_dir, monkeypatch, capsys):
     assert "could not be fetched from the hub" in line and "--data_dir" in line
 
 
+@pytest.mark.slow
 def test_plot_reads_past_a_half_written_telemetry_line(tmp_path, capsys):
     from plugin.plot import main as plot_main
 

@@ -40,6 +40,7 @@ def _run_wrapper(argv, monkeypatch):
     return wrapper.main(argv)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", list(CONFIGS))
 def test_lm_eval_cli_scores_equal_the_bridge(method, tiny_model_dir, tmp_path, user_tasks, monkeypatch):
     """Same base, adapter and user task: lm-eval's CLI (peft=) and the bridge log the same per-item loglikelihoods."""
@@ -92,6 +93,7 @@ def _broken_tasks(tmp_path):
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case,message", [
     ("not an adapter", "no adapter at"),
     ("adapter for another base", "does not fit the base model"),
@@ -117,6 +119,7 @@ def test_lm_eval_cli_bad_input_is_one_line_exit_2(case, message, tiny_model_dir,
     assert last.startswith("error:") and message in last
 
 
+@pytest.mark.slow
 def test_lm_eval_cli_refuses_an_adapter_whose_weights_do_not_load(tiny_model_dir, tmp_path, user_tasks, capsys,
                                                                   monkeypatch):
     """A LoRA file labelled MOR: PEFT only warns (the run would score the bare base); here it stops."""
@@ -141,6 +144,7 @@ def test_bridge_model_args_and_unknown_keys(tiny_model_dir, capsys):
     assert "--model_args device_map=auto: the bridge honours dtype=float32|bfloat16" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_offline_lambada_and_nq_open_samples_score(tiny_model_dir, tmp_path):
     """The mor suite's language-modelling and knowledge tasks run offline from the bundled samples."""
     data = REPO / "data" / "eval"

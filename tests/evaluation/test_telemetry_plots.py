@@ -23,6 +23,7 @@ def mor_run(base_cfg):
     return train(load_config(None, {**base_cfg, "adapter": "mor", "mor_num_experts": 4, "max_steps": 3}))
 
 
+@pytest.mark.slow
 def test_mor_router_telemetry_per_layer(mor_run):
     rows = _rows(mor_run)
     assert [r["step"] for r in rows] == [1, 2, 3]
@@ -36,6 +37,7 @@ def test_mor_router_telemetry_per_layer(mor_run):
     assert len(logged) == 3
 
 
+@pytest.mark.slow
 def test_mplora_orthogonality_per_layer_adds_up_to_the_logged_loss(base_cfg):
     out = train(load_config(None, {**base_cfg, "adapter": "mplora", "mplora_num_paths": 4, "max_steps": 3,
                                    "learning_rate": 0.05}))
@@ -49,6 +51,7 @@ def test_mplora_orthogonality_per_layer_adds_up_to_the_logged_loss(base_cfg):
     assert sum(rows[-1]["orth_loss"].values()) > 0
 
 
+@pytest.mark.slow
 def test_plots_are_drawn(mor_run, tmp_path, capsys):
     assert plot_main([str(mor_run), "--output", str(tmp_path / "plots"), "--num_texts", "4", "--layer", "up_proj"]) == 0
     for name in ("router_weights.png", "router_entropy.png"):

@@ -10,6 +10,7 @@ TINY_GENERATION = ["--generate", "2", "--hidden", "64", "--layers", "1", "--voca
                    "--warmup", "0", "--steps", "1"]
 
 
+@pytest.mark.slow
 def test_generation_rounds_in_one_process_include_the_wide_lora_yardstick(tmp_path, capsys):
     out = tmp_path / "rows.json"
     args = [*TINY_GENERATION, "--batch", "1", "--experts", "3", "--methods", "lora,lora_wide", "--repeats", "2",
@@ -24,6 +25,7 @@ def test_generation_rounds_in_one_process_include_the_wide_lora_yardstick(tmp_pa
     assert "| lora_wide |" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_mixed_generation_spreads_the_batch_over_k_adapters(tmp_path, capsys):
     out = tmp_path / "rows.json"
     args = [*TINY_GENERATION, "--batch", "4", "--experts", "2", "--methods", "lora,mor,loratrf", "--mixed", "3",
@@ -34,6 +36,7 @@ def test_mixed_generation_spreads_the_batch_over_k_adapters(tmp_path, capsys):
     assert all(row["tokens_per_s"] > 0 for row in rows) and "| mor |" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_repeats_run_in_rounds_and_ratios_pair_each_round(tmp_path, capsys):
     out = tmp_path / "rows.json"
     args = ["--layer_only", "--hidden", "32", "--batch", "1", "--seq", "4", "--rank", "2", "--experts", "2",

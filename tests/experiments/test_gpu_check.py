@@ -3,12 +3,16 @@ Markdown: the script a lent H200 runs is the script tested here."""
 
 from __future__ import annotations
 
+import pytest
 import json
 import os
 import subprocess
 import sys
 
 from ..helpers import REPO
+
+
+pytestmark = pytest.mark.slow  # every test here runs a real process or a real model (docs/architecture.md)
 
 
 def test_gpu_check_runs_with_tiny_shapes(tmp_path):

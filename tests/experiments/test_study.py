@@ -25,6 +25,7 @@ def test_shipped_study_config_and_plan():
             "loratrf_output", "loratrf_input"} <= names
 
 
+@pytest.mark.slow
 def test_tiny_study_runs_once_and_resumes(tmp_path, tiny_model_dir, capsys):
     study = yaml.safe_load(STUDY.read_text())
     study.update(base_model=str(tiny_model_dir), output_dir=str(tmp_path / "study"), seeds=[1],
@@ -74,6 +75,7 @@ def test_study_config_errors(tmp_path, capsys):
     assert exit_info.value.code == 2 and "never evaluate on trained items" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_failed_run_stops_the_study_with_one_line(tmp_path, tiny_model_dir, capsys):
     study = yaml.safe_load(STUDY.read_text())
     study.update(base_model=str(tiny_model_dir), output_dir=str(tmp_path / "study"), seeds=[1],
@@ -99,6 +101,7 @@ def test_glue_study_config_and_plan():
         r["name"] for r in study["runs"]}
 
 
+@pytest.mark.slow
 def test_tiny_glue_study_runs_and_pairs_each_row(tmp_path):
     study = yaml.safe_load(GLUE_STUDY.read_text())
     study.update(base_model=str(make_tiny_bert_dir(tmp_path / "bert")), output_dir=str(tmp_path / "study"), seeds=[1],

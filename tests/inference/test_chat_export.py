@@ -102,6 +102,7 @@ def _adapter_logits(model_dir, adapter) -> list[float]:
         return model(torch.tensor(TOKENS)).logits.flatten()[:50].tolist()
 
 
+@pytest.mark.slow
 def test_merged_mplora_loads_without_plugin_with_the_same_logits(tiny_model_dir, adapters, tmp_path):
     out = tmp_path / "merged"
     assert export_main([str(adapters / "mplora"), "--merge", str(out)]) == 0
@@ -111,6 +112,7 @@ def test_merged_mplora_loads_without_plugin_with_the_same_logits(tiny_model_dir,
     assert (out / "tokenizer_config.json").is_file() and not list(tmp_path.glob(".merged.*"))
 
 
+@pytest.mark.slow
 def test_mplora_as_lora_loads_in_plain_peft_with_the_same_logits(tiny_model_dir, adapters, tmp_path):
     out = tmp_path / "as_lora"
     assert export_main([str(adapters / "mplora"), "--as-lora", str(out)]) == 0

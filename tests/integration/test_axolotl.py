@@ -1,7 +1,10 @@
 """A real ``axolotl train`` with our plugin, for each adapter, in Axolotl's own environment.
 
-Opt-in: runs when ``bash scripts/setup_axolotl.sh`` has built ``.venv-axolotl`` (CI does), skipped otherwise.
+Runs on Axolotl's stack, where CI runs it (``bash scripts/setup_axolotl.sh``, then ``.venv-axolotl/bin/python -m
+pytest tests/integration``; docs/axolotl.md); skipped in the main environment, which lacks Axolotl.
 """
+
+import importlib.util
 
 import json
 import os
@@ -14,8 +17,10 @@ from ..helpers import REPO
 
 VENV = REPO / ".venv-axolotl"
 PEER = REPO / "tests" / "fixtures" / "peer_configs"
-pytestmark = pytest.mark.skipif(not (VENV / "bin" / "axolotl").exists(),
-                                reason="Axolotl not set up: run bash scripts/setup_axolotl.sh")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
+    importlib.util.find_spec("axolotl") is None or not (VENV / "bin" / "axolotl").exists(),
+    reason="runs on Axolotl's stack: bash scripts/setup_axolotl.sh && .venv-axolotl/bin/python -m pytest "
+           "tests/integration")]
 
 METHOD_KEYS = {
     # gradient_checkpointing without kwargs: Axolotl would default to reentrant checkpointing, under which the

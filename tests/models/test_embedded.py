@@ -9,6 +9,9 @@ import pytest
 pytest.importorskip("gguf")
 
 
+pytestmark = pytest.mark.slow  # every test here runs a real process or a real model (docs/architecture.md)
+
+
 def test_fresh_cache_converts_the_gguf_once(tmp_path):
     # a fresh process: nothing imported before; the package's own __init__ (which needs the `llm` CLI) is not run
     code = "from plugin.models.embedded import embedded_model_path; print(embedded_model_path())"

@@ -42,6 +42,7 @@ def test_hotswap_equals_a_fresh_load(tmp_path, method):
     assert (before - after).abs().max() > 1e-4
 
 
+@pytest.mark.slow
 def test_hotswap_under_torch_compile_does_not_compile_again(tmp_path):
     import torch._dynamo
 

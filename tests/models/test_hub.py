@@ -17,6 +17,9 @@ from ..helpers import method_config
 from ..hub_server import LocalHub
 
 
+pytestmark = pytest.mark.slow  # every test here runs a real process or a real model (docs/architecture.md)
+
+
 @pytest.fixture(scope="module")
 def mor_adapter(tiny_model_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("hub") / "mor"

@@ -23,6 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from ..helpers import method_config, save_adapters, write_chat_rows
 
 openai = pytest.importorskip("openai")
+pytestmark = pytest.mark.slow  # one real server process serves every test here
 
 METHODS = {
     "mor": lambda: method_config("mor", target_modules=["q_proj", "v_proj", "up_proj"]),

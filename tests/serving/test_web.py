@@ -15,8 +15,8 @@ import torch
 
 pytest.importorskip("gradio")
 webdriver = pytest.importorskip("selenium.webdriver")
-pytestmark = pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
-                                reason="no headless browser: bash scripts/setup_browser.sh")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
+                                                   reason="no headless browser: bash scripts/setup_browser.sh")]
 
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402

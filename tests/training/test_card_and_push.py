@@ -3,6 +3,7 @@ real local hub server (tests/hub_server.py) through ``HF_ENDPOINT``."""
 
 from __future__ import annotations
 
+import pytest
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from ..helpers import one_error_line, write_yaml
 from ..hub_server import LocalHub
 
 
+@pytest.mark.slow
 def test_train_pushes_the_adapter_with_its_card(tmp_path, base_cfg):
     with LocalHub() as hub:
         cfg = write_yaml(tmp_path / "train.yaml", **base_cfg, hub_model_id="alice/tiny-mor", hub_private_repo=True)

@@ -51,6 +51,7 @@ for seed in (1, 2):
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("adapter", list(TARGETS))
 def test_each_adapter_trains_a_classifier_saved_with_its_head(tiny_bert, tmp_path, adapter):
     extra = {"mplora_num_paths": 2, "mplora_orth_weight": 1.0} if adapter == "mplora" else {}

@@ -38,6 +38,8 @@ def engine_results(tmp_path_factory):
     return json.loads((tmp / "out.json").read_text())
 
 
+@pytest.mark.multiprocess
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ENGINES)
 def test_one_step_under_engine_equals_single_process(engine, engine_results):
     if engine == "zero3" and not HAS_DEEPSPEED:

@@ -31,6 +31,7 @@ def test_folder_with_users_files_is_refused_and_untouched(base_cfg, tmp_path, ca
     assert [p.name for p in out.iterdir()] == ["README.md"] and (out / "README.md").read_text() == "my notes"
 
 
+@pytest.mark.slow
 def test_finished_run_then_failed_overwrite_keeps_it_and_a_valid_overwrite_replaces_it(base_cfg, tmp_path, capsys):
     cfg_file = write_yaml(tmp_path / "c.yaml", **base_cfg)
     assert train_main([str(cfg_file)]) == 0
@@ -114,6 +115,7 @@ def test_modules_to_save_naming_nothing(base_cfg, tmp_path, capsys):
     assert "lora_modules_to_save: 'lm_haed' matches no module" in line
 
 
+@pytest.mark.slow
 def test_ctrl_c_says_where_the_run_resumes(base_cfg, tmp_path):
     """SIGINT while a checkpoint is being written stops the run promptly, saying where it resumes. The process starts
     with SIGINT ignored, as a background job of a non-interactive shell (CI, nohup) inherits it: Python then installs

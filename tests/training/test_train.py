@@ -18,6 +18,7 @@ from ..helpers import REPO, adapter_weights, read_json, write_yaml
 from ..launches import DS_METHODS, deepspeed_runs_zero2, free_port
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("adapter", ["lora", "mplora", "mor", "loratrf"])
 def test_each_adapter_trains_saves_and_reloads(base_cfg, tmp_path, adapter):
     extra = {"mplora": {"mplora_num_paths": 2, "mplora_orth_weight": 1.0},
@@ -49,6 +50,7 @@ def _sgd_run(base_cfg, tmp_path, name, **keys):
     return adapter_weights(train(load_config(None, cfg)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("adapter,extra,aux_key", [
     ("mplora", {"mplora_num_paths": 4, "mplora_orth_weight": 5.0}, "mplora_orth_weight"),
     # MoR's balance loss is a per-micro-batch statistic (as in Switch/Mixtral and TRL), so GA changes it by
@@ -70,6 +72,7 @@ def _env():
     return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
+@pytest.mark.slow
 def test_resume_after_kill_matches_uninterrupted_run(base_cfg, tmp_path, capsys):
     """A run killed (SIGKILL, no chance to clean up) after checkpoint-4 resumes from it: the same command, run again
     (in-process here: the entry point is the killed process), ends with the uninterrupted run's adapter."""
@@ -109,6 +112,8 @@ def test_4bit_backbone_through_the_cli(base_cfg):
     assert (out / "adapter_model.safetensors").is_file()
 
 
+@pytest.mark.multiprocess
+@pytest.mark.slow
 def test_two_processes_match_one_on_the_same_global_batch(torchrun_launch, tmp_path):
     """DDP under torchrun (2 processes, micro-batch 2, MPLoRA with its orthogonality term on) equals one process with
     micro-batch 4."""
@@ -121,6 +126,8 @@ def test_two_processes_match_one_on_the_same_global_batch(torchrun_launch, tmp_p
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.multiprocess
+@pytest.mark.slow
 def test_two_nodes_match_one_process(base_cfg, tmp_path):
     """A 2-node x 1-process job on this machine, as a multi-machine launch runs it: two torchrun processes with
     --nnodes 2 and --node_rank 0 / 1 meeting through c10d rendezvous on 127.0.0.1; one step equals one process."""
@@ -144,6 +151,8 @@ def test_two_nodes_match_one_process(base_cfg, tmp_path):
 AXOLOTL_ZERO3 = REPO / "tests" / "fixtures" / "peer_configs" / "axolotl" / "deepspeed_configs_zero3.json"
 
 
+@pytest.mark.multiprocess
+@pytest.mark.slow
 def test_deepspeed_zero3_through_accelerate_matches_one_process(base_cfg, tmp_path):
     """The user's command with the shipped config: accelerate launch --config_file
     configs/accelerate/deepspeed_zero3.yaml --deepspeed_config_file <Axolotl's published zero3.json, verbatim> -m
@@ -172,6 +181,8 @@ def test_deepspeed_zero3_through_accelerate_matches_one_process(base_cfg, tmp_pa
         torch.testing.assert_close(zero3[key], one[key], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.multiprocess
+@pytest.mark.slow
 @pytest.mark.parametrize("adapter", list(DS_METHODS))
 @pytest.mark.parametrize("stage", [2, 3])
 def test_deepspeed_key_in_the_yaml_under_torchrun_matches_one_process(torchrun_launch, tmp_path, stage, adapter):
@@ -195,6 +206,7 @@ def test_deepspeed_key_in_the_yaml_under_torchrun_matches_one_process(torchrun_l
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_sample_packing_and_alpaca_data(base_cfg, tmp_path):
     alpaca = tmp_path / "alpaca.jsonl"
     alpaca.write_text("".join(
@@ -205,6 +217,7 @@ def test_sample_packing_and_alpaca_data(base_cfg, tmp_path):
     assert read_json(out / "run_summary.json")["steps"] == 2
 
 
+@pytest.mark.slow
 def test_activation_offload_trains_exactly_like_checkpointing(base_cfg, tmp_path, monkeypatch):
     """Axolotl's gradient_checkpointing: offload: the saved activations really go through save_on_cpu, and the
     update is the same as with plain checkpointing."""

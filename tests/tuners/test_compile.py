@@ -16,6 +16,9 @@ from ..helpers import METHOD_CONFIGS, method_config, tiny_llama
 TARGETS = ["q_proj", "v_proj", "up_proj"]
 
 
+pytestmark = pytest.mark.slow  # every test here runs a real process or a real model (docs/architecture.md)
+
+
 def _compiled_eval_stats(method: str) -> tuple[dict, int]:
     torch._dynamo.reset()
     counters.clear()

@@ -70,6 +70,7 @@ def saved_and_reloaded(tmp_path_factory):
             for method in CONFIGS}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", list(CONFIGS))
 def test_save_then_load_in_fresh_process_is_bit_identical(saved_and_reloaded, method):
     saved, expected, loaded, loaded_class, own_class = saved_and_reloaded[method]
@@ -79,6 +80,7 @@ def test_save_then_load_in_fresh_process_is_bit_identical(saved_and_reloaded, me
     assert torch.equal(loaded, expected)
 
 
+@pytest.mark.slow
 def test_loading_without_import_plugin_is_an_error_not_lora(tmp_path):
     get_peft_model(tiny_llama(), CONFIGS["mor"]()).save_pretrained(tmp_path)
     script = "from peft import PeftConfig; import sys; PeftConfig.from_pretrained(sys.argv[1])"
