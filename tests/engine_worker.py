@@ -1,6 +1,7 @@
 """One optimiser step of every method under each sharding engine, compared with the single-process step.
 
-Run under ``torchrun --nproc_per_node 2`` on CPU (gloo): ``python tests/engine_worker.py ENGINES OUT.json``, with
+Run under ``torchrun --nproc_per_node 2`` on CPU (gloo): ``python tests/engine_worker.py ENGINES OUT.json`` (the suite runs
+it first in its one launch, tests/launches.py), with
 ENGINES a comma list of ddp, fsdp1 (use_orig_params false), fsdp1_orig (true), fsdp2, zero3, and qlora_fsdp1 /
 qlora_fsdp2 (the QLoRA-FSDP recipe: the 4-bit base saved at $ENGINE_WORKER_4BIT_BASE, loaded as under ``accelerate
 launch`` with FSDP). One launch runs them all (process start-up is most of a small engine's time). Each rank takes
@@ -154,7 +155,8 @@ def engine_results(engine: str, batch: torch.Tensor, rank: int, world: int) -> d
     return results
 
 
-def main(engines: str, out: str) -> None:
+def main(engines: str, out: str, keep_process_group: bool = False) -> None:
+    """``keep_process_group``: leave the group up for what runs next in the launch (tests/train_worker.py)."""
     engines = engines.split(",")
     if "zero3" in engines:  # DeepSpeed's own set-up, over the same gloo process group the others use
         import deepspeed
@@ -169,7 +171,8 @@ def main(engines: str, out: str) -> None:
     if rank == 0:
         with open(out, "w") as f:
             json.dump(results, f, indent=1)
-    dist.destroy_process_group()
+    if not keep_process_group:
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

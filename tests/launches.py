@@ -1,5 +1,5 @@
-"""The suite's one multi-process training launch: every ``plugin.train`` run that the tests check under 2 processes
-(DDP, the YAML's ``deepspeed:`` key at ZeRO-2 and ZeRO-3 for every method, LLaMA-Factory's ZeRO-3 example, Axolotl's
+"""The suite's one multi-process launch: each sharding engine's one-step check (tests/engine_worker.py), then every
+``plugin.train`` run that the tests check under 2 processes (DDP, the YAML's ``deepspeed:`` key at ZeRO-2 and ZeRO-3 for every method, LLaMA-Factory's ZeRO-3 example, Axolotl's
 Jamba ZeRO-2 example) runs in turn inside one ``torchrun --standalone`` job (``tests/train_worker.py``); each test
 then checks its own run's folder and output. The single-process references stay in the tests."""
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .helpers import FIXTURES_DIR, REPO, adapter_weights, write_chat_rows, write_yaml
+from .helpers import QUANTIZABLE_WIDTH, FIXTURES_DIR, REPO, adapter_weights, tiny_llama, write_chat_rows, write_yaml
 
 LF = FIXTURES_DIR / "peer_configs" / "llamafactory"
 AX = FIXTURES_DIR / "peer_configs" / "axolotl"
@@ -24,6 +24,8 @@ SGD = {"optimizer": "sgd", "lr_scheduler": "constant", "max_grad_norm": 0.0, "le
 # DeepSpeed accepts only its tested optimizers with the shipped files (AdamW)
 ADAMW = {"lr_scheduler": "constant", "max_grad_norm": 0.0, "save_steps": 100, "optimizer": "adamw_torch",
          "learning_rate": 0.01}
+# every sharding engine of tests/engine_worker.py; zero3 last: it hooks modules
+ENGINES = ["fsdp1", "fsdp1_orig", "fsdp2", "qlora_fsdp1", "qlora_fsdp2", "zero3"]
 DS_METHODS = {"mplora": {"mplora_num_paths": 2, "mplora_orth_weight": 5.0}, "loratrf": {"loratrf_mode": "output"},
               "mor": {"mor_num_experts": 3, "mor_router_aux_loss_coef": 1.0}}
 
@@ -79,6 +81,7 @@ class Launch:
     root: Path
     keys: dict
     results: dict
+    engines: dict  # tests/engine_worker.py's results: per engine and method
 
     def rc(self, name: str) -> int:
         return self.results[name]["rc"]
@@ -126,12 +129,19 @@ def run_launch(root: Path, model_dir: Path) -> Launch:
             "--output_dir", str(root / "jamba-zero2")]})
     # zero-3 last: a ZeRO-3 Trainer changes how the next model loads until its config is released
     jobs.sort(key=lambda job: "zero3" in job["name"])
+    # first, every engine's one-step check (tests/engine_worker.py, read by tests/training/test_engines.py)
+    engines_base = root / "engines_base"
+    tiny_llama(vocab_size=64, hidden_size=QUANTIZABLE_WIDTH, intermediate_size=2 * QUANTIZABLE_WIDTH).save_pretrained(
+        engines_base)
+    jobs.insert(0, {"engines": ",".join(ENGINES), "out": str(root / "engines.json")})
     logs = root / "logs"
     logs.mkdir()
     jobs_file = logs / "jobs.json"
     jobs_file.write_text(json.dumps(jobs, indent=1))
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                            str(REPO / "tests" / "train_worker.py"), str(jobs_file)],
-                          env=launch_env(DS_ACCELERATOR="cpu"), capture_output=True, text=True, timeout=1200)
+                          env=launch_env(DS_ACCELERATOR="cpu", ENGINE_WORKER_4BIT_BASE=str(engines_base)),
+                          capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return Launch(root, keys, json.loads(jobs_file.with_suffix(".results.json").read_text()))
+    return Launch(root, keys, json.loads(jobs_file.with_suffix(".results.json").read_text()),
+                  json.loads((root / "engines.json").read_text()))

@@ -1,7 +1,8 @@
 """Many ``plugin.train`` runs in one multi-process job: ``torchrun --standalone --nproc_per_node 2
 tests/train_worker.py JOBS.json`` (or under ``accelerate launch``).
 
-JOBS.json is a list of ``{"name", "argv", "cwd"}``; each rank runs every job in turn through ``plugin.train.main(argv)``
+JOBS.json is a list of ``{"name", "argv", "cwd"}``, optionally led by ``{"engines", "out"}``: tests/engine_worker.py's
+one-step checks, run first over the same process group. Each rank runs every job in turn through ``plugin.train.main(argv)``
 (the command's own code, as ``-m plugin.train`` runs it) in ``cwd``, with its stdout and stderr in
 ``<name>.rank<R>.out`` / ``.err`` beside JOBS.json. Rank 0 writes ``<JOBS>.results.json``: per job the exit status and
 the engine accelerate set up for it, and its seconds. One launch instead of one per run: a launch's start-up (two processes importing the stack) was most of
@@ -75,6 +76,13 @@ def main(jobs_file: str) -> None:
     jobs = json.loads(jobs_path.read_text())
     rank = int(os.environ.get("RANK", "0"))
     results = {}
+    if jobs and "engines" in jobs[0]:  # tests/engine_worker.py's checks first, in the same process group
+        import engine_worker
+
+        spec = jobs.pop(0)
+        start = time.time()
+        engine_worker.main(spec["engines"], spec["out"], keep_process_group=True)
+        results["engines"] = {"rc": 0, "engine": None, "seconds": round(time.time() - start, 1)}
     for job in jobs:
         start = time.time()
         code, engine = _run(job, jobs_path.parent, rank)

@@ -2,49 +2,21 @@
 2 CPU processes (gloo): one SGD step, auxiliary losses on, equals the single-process step on the same global batch
 (SPEC.md sections 6-7). DDP is covered through the trainer in test_train.py; reentrant checkpointing here too."""
 
-import importlib.util
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 
 import plugin
 
-from ..helpers import QUANTIZABLE_WIDTH, REPO, method_config, tiny_llama
+from ..helpers import method_config, tiny_llama
+from ..launches import ENGINES
 
-ENGINES = ["fsdp1", "fsdp1_orig", "fsdp2", "qlora_fsdp1", "qlora_fsdp2", "zero3"]  # zero3 last: it hooks modules
 AUX = {"mplora", "mor"}  # methods with an auxiliary loss switched on in the worker
-HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
-
-
-def _save_tiny_base(path):
-    tiny_llama(vocab_size=64, hidden_size=QUANTIZABLE_WIDTH, intermediate_size=2 * QUANTIZABLE_WIDTH).save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def engine_results(tmp_path_factory):
-    """One torchrun launch runs every engine (each launch's start-up was most of its time)."""
-    engines = [e for e in ENGINES if e != "zero3" or HAS_DEEPSPEED]
-    tmp = tmp_path_factory.mktemp("engines")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO),
-           "ENGINE_WORKER_4BIT_BASE": str(_save_tiny_base(tmp / "base"))}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                           "29620", str(REPO / "tests" / "engine_worker.py"), ",".join(engines), str(tmp / "out.json")],
-                          env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads((tmp / "out.json").read_text())
 
 
 @pytest.mark.multiprocess
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ENGINES)
-def test_one_step_under_engine_equals_single_process(engine, engine_results):
-    if engine == "zero3" and not HAS_DEEPSPEED:
-        pytest.skip("deepspeed not installed (pip install .[deepspeed])")
-    results = engine_results[engine]
+def test_one_step_under_engine_equals_single_process(engine, torchrun_launch):
+    results = torchrun_launch.engines[engine]
     assert set(results) == {"lora", "mplora", "mor", "loratrf_output", "loratrf_input"}
     for method, result in results.items():
         assert "error" not in result, f"{method}: {result.get('trace')}"
