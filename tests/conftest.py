@@ -34,21 +34,9 @@ def chat_file(tmp_path):
 @pytest.fixture
 def base_cfg(tiny_model_dir, chat_file, tmp_path):
     """Keys of a valid, fast training YAML on the tiny model."""
-    return dict(
-        base_model=str(tiny_model_dir),
-        adapter="mor",
-        lora_r=4,
-        lora_alpha=8,
-        datasets=[{"path": str(chat_file), "type": "messages"}],
-        sequence_len=128,
-        micro_batch_size=2,
-        max_steps=2,
-        learning_rate=1e-3,
-        logging_steps=1,
-        save_steps=1,
-        output_dir=str(tmp_path / "out"),
-        report_to="none",
-    )
+    from .launches import train_keys
+
+    return {**train_keys(tiny_model_dir, chat_file), "output_dir": str(tmp_path / "out")}
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
 """The suite's one multi-process launch: each sharding engine's one-step check (tests/engine_worker.py), then every
-``plugin.train`` run that the tests check under 2 processes (DDP, the YAML's ``deepspeed:`` key at ZeRO-2 and ZeRO-3 for every method, LLaMA-Factory's ZeRO-3 example, Axolotl's
-Jamba ZeRO-2 example) runs in turn inside one ``torchrun --standalone`` job (``tests/train_worker.py``); each test
-then checks its own run's folder and output. The single-process references stay in the tests."""
+``plugin.train`` run that the tests check under 2 processes (DDP, the YAML's ``deepspeed:`` key at ZeRO-2 and ZeRO-3
+for every method, LLaMA-Factory's ZeRO-3 example, Axolotl's Jamba ZeRO-2 example) run in turn inside one
+``torchrun --standalone`` job (``tests/train_worker.py``); each test then checks its own run's folder and output.
+The single-process references stay in the tests."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def deepspeed_runs_zero2() -> bool:
 
 
 def train_keys(model_dir: Path, data: Path) -> dict:
-    """The keys of a small, fast run on the tiny model (as ``base_cfg`` in conftest.py)."""
+    """The keys of a small, fast run on the tiny model (``base_cfg`` in conftest.py adds its output_dir)."""
     return dict(base_model=str(model_dir), adapter="mor", lora_r=4, lora_alpha=8,
                 datasets=[{"path": str(data), "type": "messages"}], sequence_len=128, micro_batch_size=2,
                 max_steps=2, learning_rate=1e-3, logging_steps=1, save_steps=1, report_to="none")

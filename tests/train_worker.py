@@ -2,13 +2,13 @@
 tests/train_worker.py JOBS.json`` (or under ``accelerate launch``).
 
 JOBS.json is a list of ``{"name", "argv", "cwd"}``, optionally led by ``{"engines", "out"}``: tests/engine_worker.py's
-one-step checks, run first over the same process group. Each rank runs every job in turn through ``plugin.train.main(argv)``
-(the command's own code, as ``-m plugin.train`` runs it) in ``cwd``, with its stdout and stderr in
-``<name>.rank<R>.out`` / ``.err`` beside JOBS.json. Rank 0 writes ``<JOBS>.results.json``: per job the exit status and
-the engine accelerate set up for it, and its seconds. One launch instead of one per run: a launch's start-up (two processes importing the stack) was most of
-each small run's time. Between jobs the process-wide state transformers and accelerate keep (the DeepSpeed config of
-the last Trainer, accelerate's shared state) is reset with their own test hooks, so each job starts as a fresh
-launch would; the process group stays up.
+one-step checks, run first over the same process group. Each rank runs every job in turn through
+``plugin.train.main(argv)`` (the command's own code, as ``-m plugin.train`` runs it) in ``cwd``, with its stdout and
+stderr in ``<name>.rank<R>.out`` / ``.err`` beside JOBS.json. Rank 0 writes ``<JOBS>.results.json``: per job the
+exit status, the engine accelerate set up for it and its seconds. One launch instead of one per run: a launch's
+start-up (two processes importing the stack) was most of each small run's time. Between jobs the process-wide state
+transformers and accelerate keep (the DeepSpeed config of the last Trainer, accelerate's shared state) is reset with
+their own test hooks, so each job starts as a fresh launch would; the process group stays up.
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ..helpers import method_config, save_adapters, write_chat_rows
+from ..launches import free_port
 
 openai = pytest.importorskip("openai")
 pytestmark = pytest.mark.slow  # one real server process serves every test here
@@ -33,15 +33,9 @@ METHODS = {
 KEY = "sk-local-test"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     def __init__(self, *args: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen([sys.executable, "-m", "plugin.serve", *args, "--port", str(self.port)],
                                      stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,

@@ -15,7 +15,7 @@ from plugin.config import load_config
 from plugin.training.run import train
 
 from ..helpers import REPO, adapter_weights, read_json, write_yaml
-from ..launches import DS_METHODS, deepspeed_runs_zero2, free_port
+from ..launches import DS_METHODS, deepspeed_runs_zero2, free_port, launch_env
 
 
 @pytest.mark.slow
@@ -68,10 +68,6 @@ def test_gradient_accumulation_matches_bigger_micro_batch(base_cfg, tmp_path, ad
         assert any(not torch.allclose(big[k], no_aux[k], atol=1e-7) for k in big)
 
 
-def _env():
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-
-
 @pytest.mark.slow
 def test_resume_after_kill_matches_uninterrupted_run(base_cfg, tmp_path, capsys):
     """A run killed (SIGKILL, no chance to clean up) after checkpoint-4 resumes from it: the same command, run again
@@ -81,7 +77,7 @@ def test_resume_after_kill_matches_uninterrupted_run(base_cfg, tmp_path, capsys)
     keys = {**base_cfg, "adapter": "mor", "max_steps": 12, "save_steps": 2, "micro_batch_size": 2}
     cfg_file = write_yaml(tmp_path / "cfg.yaml", **{**keys, "output_dir": str(tmp_path / "killed")})
     cmd = [sys.executable, "-m", "plugin.train", str(cfg_file)]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    proc = subprocess.Popen(cmd, cwd=REPO, env=launch_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 240
     while not (tmp_path / "killed" / "checkpoint-4").is_dir() and time.time() < deadline and proc.poll() is None:
@@ -140,7 +136,7 @@ def test_two_nodes_match_one_process(base_cfg, tmp_path):
         [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1", "--node_rank",
          str(rank), "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "plugin-test",
          "-m", "plugin.train", str(cfg_file)],
-        cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+        cwd=REPO, env=launch_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
     outputs = [node.communicate(timeout=600) for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
     two = adapter_weights(tmp_path / "two")
@@ -172,7 +168,7 @@ def test_deepspeed_zero3_through_accelerate_matches_one_process(base_cfg, tmp_pa
         [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
          str(REPO / "configs" / "accelerate" / "deepspeed_zero3.yaml"), "--main_process_port", str(free_port()),
          *(["--deepspeed_config_file", str(ds_json)] if ds_json else []), "-m", "plugin.train", str(cfg_file)],
-        cwd=REPO, env={**_env(), "DS_ACCELERATOR": "cpu"}, capture_output=True, text=True, timeout=600,
+        cwd=REPO, env=launch_env(DS_ACCELERATOR="cpu"), capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     zero3 = adapter_weights(tmp_path / "zero3")
