@@ -22,7 +22,7 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from .test_server import _free_port  # noqa: E402
+from ..launches import free_port  # noqa: E402
 
 QUESTION = "Name a colour."
 
@@ -59,7 +59,7 @@ def test_a_question_typed_into_the_page_gets_the_greedy_reply(embedded_adapter, 
                       "--max_new_tokens", "12"]) == 0
     expected = " ".join(capsys.readouterr().out.split())
     assert expected  # words, so the page has something to show
-    port = _free_port()
+    port = free_port()
     page = subprocess.Popen([sys.executable, "-m", "plugin.chat", str(embedded_adapter), "--web", "--port", str(port),
                              "--temperature", "0", "--max_new_tokens", "12"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
