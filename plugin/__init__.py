@@ -17,8 +17,24 @@ from .models.hotswap import hotswap_adapter  # noqa: E402
 
 register()
 
+# TRL's trainers with the adapters' auxiliary losses, imported on first use (they import TRL's trainers)
+TRAINERS = {"SFTTrainer": "trainer.AuxLossSFTTrainer", "DPOTrainer": "preference.AuxLossDPOTrainer",
+            "KTOTrainer": "preference.AuxLossKTOTrainer", "ORPOTrainer": "preference.AuxLossORPOTrainer",
+            "CPOTrainer": "preference.AuxLossCPOTrainer", "GRPOTrainer": "preference.AuxLossGRPOTrainer",
+            "RLOOTrainer": "preference.AuxLossRLOOTrainer"}
+
+
+def __getattr__(name: str):
+    if name not in TRAINERS:
+        raise AttributeError(f"module 'plugin' has no attribute {name!r}")
+    import importlib
+
+    module, cls = TRAINERS[name].split(".")
+    return getattr(importlib.import_module(f".training.{module}", __name__), cls)
+
 __version__ = "0.1.0"
 __all__ = [
+    *TRAINERS,
     "LoRATRFConfig",
     "MPLoraConfig",
     "MoRConfig",

@@ -118,3 +118,24 @@ def one_error_line(capsys, call) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert err and err[-1].startswith("error: ") and "Traceback" not in "\n".join(err), err
     return err[-1]
+
+
+def preference_rows(n: int) -> list[dict]:
+    """TRL's conversational preference rows from the bundled commonsense chats: the right option chosen, the first
+    wrong option listed in the question rejected."""
+    import json
+
+    rows = []
+    for line in DEMO_DATA.read_text().splitlines()[:n]:
+        user, answer = json.loads(line)["messages"]
+        options = [o[2:] for o in user["content"].splitlines() if o.startswith("- ")]
+        wrong = next(o for o in options if o != answer["content"])
+        rows.append({"prompt": [user], "chosen": [answer], "rejected": [{"role": "assistant", "content": wrong}]})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    import json
+
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path

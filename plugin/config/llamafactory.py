@@ -40,17 +40,41 @@ def _entry_spec(name: str, entry: dict, dataset_dir: Path, as_text: bool) -> dic
                             "in dataset_info.json (as c4_demo does); use chat and instruction data with stage: sft")
         spec.update(type="text", field=columns["prompt"])
         return spec
+    if entry.get("ranking") or "kto_tag" in columns:  # preference pairs (stage: dpo) or KTO's tagged answers
+        return _preference_spec(spec, entry, columns)
     if entry.get("formatting", "alpaca") == "alpaca":
         mapped = {**ALPACA_COLUMNS, **columns}
         spec.update(type="alpaca", field_instruction=mapped["prompt"], field_input=mapped["query"],
                     field_output=mapped["response"], field_system=mapped.get("system"),
                     field_history=mapped.get("history"))
         return spec
+    spec.update(type="sharegpt", field_messages=columns.get("messages", "conversations"), **_sharegpt_roles(entry))
+    return spec
+
+
+def _sharegpt_roles(entry: dict) -> dict:
     tags = {**SHAREGPT_TAGS, **entry.get("tags", {})}
-    spec.update(type="sharegpt", field_messages=columns.get("messages", "conversations"),
-                message_property_mappings={"role": tags["role_tag"], "content": tags["content_tag"]},
+    return dict(message_property_mappings={"role": tags["role_tag"], "content": tags["content_tag"]},
                 roles={"user": [tags["user_tag"]], "assistant": [tags["assistant_tag"], tags["function_tag"]],
                        "tool": [tags["observation_tag"]], "system": [tags["system_tag"]]})
+
+
+def _preference_spec(spec: dict, entry: dict, columns: dict) -> dict:
+    """``ranking: true`` rows (a prompt, a chosen and a rejected answer) as type preference; a ``kto_tag`` column's
+    rows (a chat ending in the answer, and whether it is good) as type kto."""
+    kto = "kto_tag" in columns
+    spec["type"] = "kto" if kto else "preference"
+    if kto:
+        spec["field_label"] = columns["kto_tag"]
+    if entry.get("formatting", "alpaca") == "alpaca":
+        mapped = {**ALPACA_COLUMNS, **columns}
+        spec.update(field_prompt=mapped["prompt"], field_input=mapped["query"], field_system=mapped.get("system"))
+        if kto:
+            spec["field_completion"] = mapped["response"]
+    else:
+        spec.update(field_prompt=columns.get("messages", "conversations"), **_sharegpt_roles(entry))
+    if not kto:
+        spec.update(field_chosen=columns.get("chosen", "chosen"), field_rejected=columns.get("rejected", "rejected"))
     return spec
 
 

@@ -19,7 +19,8 @@ from . import chat_templates, peer_keys
 from .method_keys import method_keys
 from .peft_mapping import ALL_LINEAR, peft_config_from_keys
 from .deepspeed_file import resolve_deepspeed
-from .schema import ALIASES, DEFAULT_ROLES, EMBEDDED_ENCODER, TEXT_TYPES, DatasetSpec, TrainConfig, to_dict, yaml_fields
+from .schema import (ALIASES, DEFAULT_ROLES, EMBEDDED_ENCODER, RL_TYPES, TEXT_TYPES, DatasetSpec, TrainConfig, to_dict,
+                     yaml_fields)
 from ..utils.errors import UserError
 
 
@@ -189,10 +190,14 @@ def _canonical_keys(raw: dict, spelled: dict) -> dict:
             if value not in (4, 8):
                 raise UserError(f"quantization_bit must be 4 or 8, got {value!r}")
             key, value = f"load_in_{value}bit", True
-        elif key == "stage":  # LLaMA-Factory: sft, or pt = plain-text training (its datasets read as text)
-            if value not in ("sft", "pt"):
-                raise UserError(f"stage: {value}: only supervised fine-tuning (sft) and plain-text training (pt) "
-                                "run here; preference and reward stages are not supported")
+        elif key == "stage":  # LLaMA-Factory: sft, pt = plain-text training (its datasets read as text), dpo, kto
+            if value in ("dpo", "kto"):
+                key, value = "rl", _llamafactory_rl(value, raw.get("pref_loss", "sigmoid"))
+            elif value not in ("sft", "pt"):
+                raise UserError(f"stage: {value}: sft, pt, dpo and kto run here; reward-model and PPO stages do not "
+                                "(for online RL use Axolotl's rl: grpo with trl.reward_funcs)")
+        elif key == "pref_loss":
+            continue  # read with stage
         elif key == "do_train":  # LLaMA-Factory
             if value is True:
                 continue
@@ -226,6 +231,19 @@ def _canonical_keys(raw: dict, spelled: dict) -> dict:
             raise UserError(f"'{key}' is given twice (directly and through an alias); keep one")
         out[key] = value
     return out
+
+
+# LLaMA-Factory's pref_loss under stage: dpo -> our rl stage
+PREF_LOSSES = {"sigmoid": "dpo", "ipo": "ipo", "orpo": "orpo", "simpo": "simpo"}
+
+
+def _llamafactory_rl(stage: str, pref_loss: str) -> str:
+    if stage == "kto":
+        return "kto"
+    if pref_loss not in PREF_LOSSES:
+        raise UserError(f"pref_loss: {pref_loss}: choose one of {', '.join(PREF_LOSSES)} (hinge, kto_pair and bco "
+                        "are not supported)")
+    return PREF_LOSSES[pref_loss]
 
 
 def _check_values(cfg: TrainConfig, explicit_keys: list[str]) -> None:
@@ -286,6 +304,7 @@ def _check_values(cfg: TrainConfig, explicit_keys: list[str]) -> None:
     if cfg.test_datasets and cfg.val_set_size:
         raise UserError("test_datasets and val_set_size both choose the held-out rows; keep one")
     _check_task(cfg, explicit_keys)
+    _check_rl(cfg, explicit_keys)
     chat_templates.check_name(cfg.chat_template, cfg.chat_template_jinja)
     if cfg.lora_target_linear or cfg.lora_target_modules in [[name] for name in ALL_LINEAR]:
         cfg.lora_target_modules = ["all-linear"]
@@ -378,6 +397,46 @@ def _check_method_keys(cfg: TrainConfig) -> None:
         raise UserError(f"{stray[0]} is set but adapter is '{cfg.adapter}'; set adapter: {method} or drop it")
     if cfg.adapter not in ("lora", "full"):
         peft_config_from_keys(to_dict(cfg))  # the method config's own validation, in the YAML's key names
+
+
+# the preference keys and the rl: stages that read them (set under another stage, or without rl:, they would change
+# nothing)
+RL_KEYS = {"rl_beta": ("dpo", "ipo", "kto", "simpo", "grpo"), "dpo_label_smoothing": ("dpo",),
+           "rpo_alpha": ("dpo", "ipo"), "orpo_alpha": ("orpo",), "simpo_gamma": ("simpo",), "cpo_alpha": ("simpo",),
+           "kto_desirable_weight": ("kto",), "kto_undesirable_weight": ("kto",), "trl": ("grpo",)}
+
+
+def _check_rl(cfg: TrainConfig, explicit_keys: list[str]) -> None:
+    for key, stages in RL_KEYS.items():
+        if key in explicit_keys and cfg.rl not in stages:
+            raise UserError(f"{key} is set but {'rl is not' if cfg.rl is None else f'rl: {cfg.rl} does not read it'};"
+                            f" it is read by rl: {' / '.join(stages)}")
+    if cfg.rl is None:
+        rl_types = [d.type for d in cfg.datasets + cfg.test_datasets if d.type in RL_TYPES]
+        if rl_types:
+            raise UserError(f"dataset type {rl_types[0]} holds preference data, read by rl: (dpo, kto, ...); set rl: "
+                            "or use an SFT type (messages, sharegpt, alpaca, text)")
+        return
+    if cfg.task != "causal_lm" or cfg.adapter == "full":
+        raise UserError(f"rl: {cfg.rl} trains an adapter on a causal LM: drop task / adapter: full")
+    if cfg.sample_packing:
+        raise UserError(f"sample_packing: rl: {cfg.rl} compares whole answers, which packing would cut; drop it")
+    if cfg.method_keys.get("loratrf_task_vector_init") == "input_mean":
+        raise UserError("loratrf_task_vector_init: input_mean is set from SFT rows; under rl: use random (the "
+                        "default)")
+    if cfg.rl == "kto" and cfg.micro_batch_size < 2:
+        raise UserError("rl: kto takes each row's KL answer from another row of its batch (TRL's KTOTrainer): set "
+                        "micro_batch_size: 2 or more")
+    if cfg.rl == "grpo":
+        if cfg.trl is None or not cfg.trl.reward_funcs:
+            raise UserError("rl: grpo scores sampled completions with reward functions: add trl: {reward_funcs: "
+                            "[module.function]} (docs/preference.md)")
+        if cfg.trl.use_vllm:
+            raise UserError("trl.use_vllm: generating with vLLM is not supported here: GRPO samples inside the "
+                            "trainer; drop use_vllm")
+        if cfg.trl.reward_weights is not None and len(cfg.trl.reward_weights) != len(cfg.trl.reward_funcs):
+            raise UserError(f"trl.reward_weights has {len(cfg.trl.reward_weights)} weights for "
+                            f"{len(cfg.trl.reward_funcs)} reward functions; give one each")
 
 
 def _check_task(cfg: TrainConfig, explicit_keys: list[str]) -> None:

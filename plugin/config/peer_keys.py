@@ -82,7 +82,6 @@ REFUSED = {
                             "with resume_from_checkpoint: auto, or evaluate a saved adapter with python -m "
                             "plugin.eval --adapter",
     "adapter_folder": "merging a folder of adapters is not supported: python -m plugin.export RUN --merge merges one",
-    "rl": "preference training (DPO, ORPO, KTO, ...) is not supported: plugin.train runs supervised fine-tuning",
     "image_max_pixels": "vision-language training is not supported: plugin.train trains causal language models",
     "processor_type": "vision-language training is not supported: plugin.train trains causal language models",
     "gptq": "pre-quantised GPTQ/AWQ bases are not supported: use a full-precision base with load_in_4bit: true",
@@ -103,8 +102,9 @@ def _each(reason: str, keys: str) -> dict[str, str]:
     return dict.fromkeys(keys.split(), reason)
 
 
-_PREFERENCE = "preference and reward training (DPO, KTO, ORPO, SimPO, PPO, GRPO, ...) is not supported: plugin.train " \
-              "runs supervised fine-tuning"
+_PREFERENCE = "this preference / reward option is not supported: rl: dpo, ipo, kto, orpo, simpo and grpo run with " \
+              "the preference keys of docs/configuration.md (PPO, reward-model stages and separate reference models " \
+              "do not)"
 _VISION = "vision, audio and video training is not supported: plugin.train trains language models on text"
 _PARALLEL = "tensor, context and sequence parallelism are not supported: data parallelism, FSDP and DeepSpeed ZeRO " \
             "run here (docs/distributed.md)"
@@ -128,13 +128,11 @@ _HUB_SECRET = "a hub token in the YAML is not supported: set HF_TOKEN in the env
 
 # refused only when switched on: off (false, 0, empty) they change nothing, as upstream files often leave them
 REFUSED_WHEN_ON = {
-    **_each(_PREFERENCE, "center_rewards_coefficient cpo_alpha dpo_beta dpo_generate_during_eval dpo_label_smoothing "
-                         "dpo_loss_type dpo_loss_weights dpo_norm_loss dpo_padding_free dpo_use_liger_kernel "
-                         "dpo_use_logits_to_keep dpo_use_weighting kto_desirable_weight kto_undesirable_weight "
-                         "orpo_alpha precompute_ref_log_probs process_reward_model reward_model rl_beta rpo_alpha "
-                         "simpo_gamma trl vllm max_prompt_len ebft kto_chosen_weight kto_rejected_weight "
-                         "ppo_buffer_size ppo_epochs ppo_score_norm ppo_target ppo_whiten_rewards pref_bco_weight "
-                         "pref_beta pref_ftx pref_loss ref_model ref_model_adapters ref_model_quantization_bit "
+    **_each(_PREFERENCE, "center_rewards_coefficient dpo_beta dpo_generate_during_eval dpo_loss_type "
+                         "dpo_loss_weights dpo_norm_loss dpo_padding_free dpo_use_liger_kernel dpo_use_logits_to_keep "
+                         "dpo_use_weighting precompute_ref_log_probs process_reward_model reward_model vllm "
+                         "max_prompt_len ebft ppo_buffer_size ppo_epochs ppo_score_norm ppo_target "
+                         "ppo_whiten_rewards pref_bco_weight ref_model ref_model_adapters ref_model_quantization_bit "
                          "reward_model_adapters reward_model_quantization_bit reward_model_type ld_alpha"),
     **_each(_VISION, "image_size image_resize_algorithm processor_kwargs freeze_mm_modules audio_sampling_rate "
                      "crop_to_patches image_do_pan_and_scan image_min_pixels media_dir use_audio_in_video video_fps "

@@ -10,7 +10,7 @@ from dataclasses import MISSING
 from ..tuners import METHODS
 from .loader import type_name
 from .method_keys import method_keys
-from .schema import ALIASES, SECTIONS, DatasetSpec, EvalSpec, TrainConfig, yaml_fields
+from .schema import ALIASES, SECTIONS, DatasetSpec, EvalSpec, TrainConfig, TrlSpec, yaml_fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +45,8 @@ def key_docs() -> list[KeyDoc]:
     """Every key, in section order: the schema's, each method's derived keys, dataset and eval entries."""
     derived = [KeyDoc("method", key, type_name(spec.type), "unset" if spec.default is None else str(spec.default), "",
                       f"{spec.method}: {spec.help}") for key, spec in method_keys().items()]
-    everything = (_docs(TrainConfig) + derived + _docs(DatasetSpec, "datasets[].") + _docs(EvalSpec, "eval."))
+    everything = (_docs(TrainConfig) + derived + _docs(DatasetSpec, "datasets[].") + _docs(EvalSpec, "eval.")
+                  + _docs(TrlSpec, "trl."))
     return sorted(everything, key=lambda doc: SECTIONS.index(doc.section))  # stable: declaration order kept
 
 

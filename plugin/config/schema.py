@@ -11,11 +11,18 @@ from typing import Any, Literal, Optional, Union
 from .method_keys import method_keys
 
 # sections of --help and docs/configuration.md, in order ("method" holds the derived method keys)
-SECTIONS = ("model", "adapter", "method", "data", "training", "output", "eval")
+SECTIONS = ("model", "adapter", "method", "data", "training", "preference", "output", "eval")
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
 EMBEDDED_ENCODER = "embedded:all-minilm-l6-v2"  # task: sequence_classification's default base
 TEXT_TYPES = ("text", "completion")  # dataset types trained as plain text
 # our chat roles and the names data uses for them (Axolotl's defaults); a dataset's own ``roles:`` replaces them
+# the rl: stages, and the row formats they read: TRL's own (preference, kto, prompt) and Axolotl's DPO / KTO types
+# (chatml.* and llama3.* read the same columns: rendering is the chat template's job here)
+RL_STAGES = ("dpo", "ipo", "kto", "orpo", "simpo", "grpo")
+_AXOLOTL_RL_TYPES = ("intel", "icr", "prompt_pairs", "ultra", "argilla", "argilla_chat")
+RL_TYPES = ("preference", "kto", "prompt", "chat_template.default", "chat_template.argilla_chat",
+            *(f"{t}.{kind}" for t in ("chatml", "llama3") for kind in _AXOLOTL_RL_TYPES))
+SFT_TYPES = ("messages", "chat_template", "sharegpt", "alpaca", "text", "completion")
 DEFAULT_ROLES = {
     "system": ["system"],
     "user": ["user", "human"],
@@ -35,9 +42,13 @@ class DatasetSpec:
     """One entry of ``datasets:`` / ``test_datasets:``."""
 
     path: str = option("data", help="local .json/.jsonl/.parquet/.csv file, a saved dataset folder, or a hub id")
-    type: Literal["messages", "chat_template", "sharegpt", "alpaca", "text", "completion"] = option(
+    type: Literal[SFT_TYPES + RL_TYPES] = option(
         "data", "messages", "row format: messages (= chat_template, OpenAI {role, content} chats), sharegpt "
-        "({from, value} chats), alpaca (instruction/input/output), text (= completion: plain text, every token trained)")
+        "({from, value} chats), alpaca (instruction/input/output), text (= completion: plain text, every token "
+        "trained); under rl: preference (TRL's prompt/chosen/rejected, text or chats: the default), kto (TRL's "
+        "prompt/completion/label), prompt (grpo: a prompt column; the other columns reach the reward functions), "
+        "Axolotl's chatml.* / llama3.* (intel, icr, prompt_pairs, ultra, argilla_chat; kto: argilla) and "
+        "chat_template.default / argilla_chat (docs/preference.md)")
     split: str = option("data", "train", "split of a hub or saved dataset")
     name: Optional[str] = option("data", None, "hub dataset config name")
     field_messages: Optional[str] = option("data", None, "column holding the chat (default messages; conversations "
@@ -55,6 +66,14 @@ class DatasetSpec:
     field_system: Optional[str] = option("data", None, "alpaca: a system-prompt column")
     field_history: Optional[str] = option("data", None, "alpaca: earlier [prompt, answer] pairs, trained too "
                                                         "(LLaMA-Factory)")
+    field_prompt: Optional[str] = option("data", None, "preference / kto / prompt: the prompt column, text or chat "
+                                                        "(default: the type's, prompt)")
+    field_chosen: Optional[str] = option("data", None, "preference: the chosen answer's column, text, a message or a "
+                                                        "chat (default: the type's, chosen)")
+    field_rejected: Optional[str] = option("data", None, "preference: the rejected answer's column (default: the "
+                                                          "type's, rejected)")
+    field_completion: str = option("data", "completion", "kto: the answer column")
+    field_label: str = option("data", "label", "kto: the column saying whether the answer is good (true) or bad")
     drop_system_message: bool = option("data", False, "chats: leave out a leading system turn")
     field: str = option("data", "text", "text / completion: the text column")
     max_samples: Optional[int] = option("data", None, "at most this many rows of this dataset")
@@ -72,6 +91,31 @@ class EvalSpec:
     data_dir: Optional[str] = option("eval", None, "folder of <task>.jsonl files: evaluate offline (data/eval)")
     apply_chat_template: bool = option("eval", False, "prompts in the chat format a chat-trained adapter saw")
     output: Optional[str] = option("eval", None, "results folder (default: <output_dir>/eval)")
+
+
+@dataclass
+class TrlSpec:
+    """The ``trl:`` section (Axolotl's): GRPO's generation and rewards."""
+
+    reward_funcs: list[str] = option("preference", help="GRPO: reward functions as importable paths (module.function "
+                                     "or module:function), each called as TRL calls them (prompts, completions, "
+                                     "**columns) -> list of floats", factory=list)
+    reward_weights: Optional[list[float]] = option("preference", None, "GRPO: one weight per reward function "
+                                                                       "(default: all 1)")
+    num_generations: int = option("preference", 4, "GRPO: completions sampled per prompt (the group its advantages "
+                                                   "are taken in); micro_batch_size * processes must divide by it")
+    max_completion_length: int = option("preference", 256, "GRPO: longest sampled completion in tokens")
+    temperature: float = option("preference", 1.0, "GRPO: sampling temperature")
+    top_p: float = option("preference", 1.0, "GRPO: nucleus sampling")
+    top_k: int = option("preference", 0, "GRPO: top-k sampling (0: off)")
+    beta: Optional[float] = option("preference", None, "GRPO: the KL coefficient (= rl_beta; default 0: no reference "
+                                                       "forward)")
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = option("preference", "dapo", "GRPO: TRL's loss_type")
+    scale_rewards: Literal["group", "batch", "none"] = option(
+        "preference", "group", "GRPO: divide advantages by the reward std of the group, the batch, or not at all")
+    epsilon: float = option("preference", 0.2, "GRPO: the clipping range of the policy ratio")
+    use_vllm: bool = option("preference", False, "generate with vLLM: not supported here (generation runs in the "
+                                                 "trainer)")
 
 
 @dataclass
@@ -174,6 +218,25 @@ class TrainConfig:
         "training", None, "DeepSpeed config for the Trainer (TrainingArguments.deepspeed): a JSON file, read from the "
         "working directory (Axolotl's deepspeed_configs/*.json and LLaMA-Factory's examples/deepspeed/*.json names "
         "fall back to copies shipped here), or an inline mapping; launch with torchrun, accelerate launch or deepspeed")
+    # preference and RL stages (TRL's trainers; docs/preference.md)
+    rl: Optional[Literal["dpo", "ipo", "kto", "orpo", "simpo", "grpo"]] = option(
+        "preference", None, "train on preferences instead of SFT: dpo, ipo (DPO's IPO loss), kto (unpaired "
+        "good/bad answers), orpo and simpo (no reference model), grpo (online: sampled completions scored by "
+        "trl.reward_funcs); LLaMA-Factory's stage: dpo / kto and pref_loss map here")
+    rl_beta: Optional[float] = option(
+        "preference", None, "beta: DPO/IPO/KTO's strength of the pull towards the reference (TRL's default 0.1), "
+        "SimPO's reward scale (the paper's 2.0; TRL's default 0.1), GRPO's KL coefficient (default 0)")
+    dpo_label_smoothing: float = option("preference", 0.0, "dpo: the assumed rate of flipped preference labels "
+                                                           "(conservative DPO)")
+    rpo_alpha: Optional[float] = option("preference", None, "dpo / ipo: weight of an NLL term on the chosen answers "
+                                                            "added to the loss (RPO; LLaMA-Factory's pref_ftx)")
+    orpo_alpha: float = option("preference", 0.1, "orpo: lambda, the weight of the odds-ratio term beside the NLL")
+    simpo_gamma: float = option("preference", 0.5, "simpo: the paper's target reward margin gamma")
+    cpo_alpha: float = option("preference", 0.0, "simpo: weight of an NLL term on the chosen answers (CPO's "
+                                                 "behaviour cloning); 0 is the paper's SimPO")
+    kto_desirable_weight: float = option("preference", 1.0, "kto: weight of the good (label true) answers' loss")
+    kto_undesirable_weight: float = option("preference", 1.0, "kto: weight of the bad (label false) answers' loss")
+    trl: Optional[TrlSpec] = option("preference", None, "GRPO's section: reward functions, sampling (keys below)")
     # outputs
     output_dir: str = option("output", "outputs/run", "run folder: checkpoints, adapter, metrics")
     overwrite_output_dir: bool = option("output", False, "start over in an output_dir that holds a finished run")
@@ -231,6 +294,10 @@ ALIASES = {
     "train_on_prompt": "train_on_inputs",
     "peft_init_lora_weights": "init_lora_weights",  # Axolotl's PEFT-prefixed spelling
     "noisy_embedding_alpha": "neftune_noise_alpha",  # Axolotl's former name
+    "pref_beta": "rl_beta",  # LLaMA-Factory
+    "pref_ftx": "rpo_alpha",
+    "kto_chosen_weight": "kto_desirable_weight",
+    "kto_rejected_weight": "kto_undesirable_weight",
 }
 
 

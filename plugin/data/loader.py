@@ -425,8 +425,11 @@ def load_training_data(cfg: TrainConfig, tokenizer, keep_marks: bool = False) ->
     data = build(cfg.datasets)
     if cfg.dataset_exact_deduplication:
         data = drop_duplicate_rows(data)
-    if cfg.test_datasets:
-        return data, build(cfg.test_datasets)
+    return (data, build(cfg.test_datasets)) if cfg.test_datasets else held_out_split(data, cfg)
+
+
+def held_out_split(data: Dataset, cfg: TrainConfig) -> tuple[Dataset, Dataset | None]:
+    """``val_set_size`` rows (a fraction < 1, or a count) held out of ``data``, chosen by the seed."""
     val_set_size = cfg.val_set_size
     if not val_set_size:
         return data, None

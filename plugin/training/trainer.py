@@ -20,9 +20,10 @@ class NonFiniteLoss(UserError):
 class AuxLossMixin:
     """Adds each adapter's weighted auxiliary loss to the task loss and logs every term by name.
 
-    Scaling follows TRL's own MoE aux-loss handling: with ``num_items_in_batch`` the Trainer leaves gradient
-    accumulation to the loss, so the term is divided by the accumulation steps; without it the Trainer divides the
-    whole loss. Either way the auxiliary gradient counts once per optimiser step. DDP, FSDP and ZeRO-3 average
+    Scaling follows the Trainer's own contract (``training_step``): where it leaves gradient accumulation to the loss
+    (``loss_is_scaled_for_ga``, as GRPO sets it; else a model taking ``num_items_in_batch``, or a
+    ``compute_loss_func``) the term is divided by the accumulation steps; otherwise the Trainer divides the whole
+    loss. Either way the auxiliary gradient counts once per optimiser step, for SFT and every preference trainer. DDP, FSDP and ZeRO-3 average
     gradients over processes: MPLoRA's weight-only term is the same in every process, and MoR's balance loss, like
     under gradient accumulation, is each micro-batch's own statistic (tests/test_engines.py, tests/test_train.py).
     Mix it in before a ``transformers.Trainer`` subclass (see ``AuxLossSFTTrainer``, the Axolotl plugin).
@@ -47,13 +48,22 @@ class AuxLossMixin:
             aux, terms = weighted_aux_loss(self.accelerator.unwrap_model(model), self.state.global_step)
             self._stop_if_not_finite(loss, terms)
             if aux is not None:
-                steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
+                steps = self.current_gradient_accumulation_steps if self._loss_scaled_for_ga(num_items_in_batch) else 1
                 loss = loss + aux.to(loss.device) / steps
             if not hasattr(self, "_aux_terms"):
                 self._aux_terms = defaultdict(list)
             for term, value in terms.items():
                 self._aux_terms[term].append(value)
         return (loss, result[1]) if return_outputs else loss
+
+    def _loss_scaled_for_ga(self, num_items_in_batch) -> bool:
+        """transformers' rule in ``training_step`` for whether the loss comes scaled (then it does not divide it);
+        ``loss_is_scaled_for_ga`` is transformers >= 5.19's, the rest also older versions' (Axolotl's stack)."""
+        flag = getattr(self, "loss_is_scaled_for_ga", None)
+        if flag is not None:
+            return flag
+        return bool(self.model_accepts_loss_kwargs and num_items_in_batch is not None) or \
+            self.compute_loss_func is not None
 
     def _stop_if_not_finite(self, task_loss, aux_terms: dict) -> None:
         bad = [name for name, value in (("task loss", float(task_loss.detach())), *aux_terms.items())

@@ -197,6 +197,17 @@ class ResidualFactors(nn.Module):
         self.register_buffer("B", b.detach().clone().float())
 
 
+class UnappliedAuxLoss(UserWarning):
+    """An adapter's auxiliary term was computed in two training forwards and never added to a loss in between: the
+    trainer is not one of ours (a plain transformers or TRL trainer drops it)."""
+
+    def __init__(self, term: str):
+        super().__init__(f"the adapter's auxiliary loss {term} is computed but no trainer adds it to the loss, so it "
+                         "trains nothing: train with this package's trainers (plugin.SFTTrainer, plugin.DPOTrainer, "
+                         "plugin.GRPOTrainer, ...; plugin.train uses them) or add plugin.weighted_aux_loss(model, "
+                         "step) to your loss")
+
+
 class LowRankLayer(nn.Module, BaseTunerLayer):
     """Base of the three adapter layers.
 
@@ -430,7 +441,12 @@ class LowRankLayer(nn.Module, BaseTunerLayer):
     def record_aux_loss(self, adapter_name: str, term: str, loss: torch.Tensor) -> None:
         """Keep an auxiliary term of this (training) forward. It is computed inside the forward, where sharding
         engines have the weights in full, and handed out once by ``aux_losses``."""
-        self.pending_aux.setdefault(adapter_name, {})[term] = loss
+        if torch._C._current_graph_task_id() != -1:
+            return  # a gradient-checkpoint recompute inside backward: this step's forward already recorded the term
+        pending = self.pending_aux.setdefault(adapter_name, {})
+        if loss.requires_grad and getattr(pending.get(term), "requires_grad", False):
+            warnings.warn(UnappliedAuxLoss(term), stacklevel=2)  # the last one was never handed out
+        pending[term] = loss
         self.last_aux.setdefault(adapter_name, {})[term] = loss.detach()
 
     def aux_losses(self, adapter_name: str) -> dict[str, torch.Tensor]:

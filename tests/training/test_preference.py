@@ -1,0 +1,233 @@
+"""Preference and online-RL training (rl:): TRL's own trainers with the adapters, through the package's trainer
+classes and through plugin.train; the auxiliary term counted once per optimiser step; the reference is the base."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+import plugin
+from plugin.config import load_config
+from plugin.data.preference import load_preference_data
+from plugin.train import main as train_main
+from plugin.utils.errors import UserError
+
+from ..helpers import FIXTURES_DIR, adapter_weights, method_config, preference_rows, write_jsonl, write_yaml
+
+LF = FIXTURES_DIR / "peer_configs" / "llamafactory"
+AX = FIXTURES_DIR / "peer_configs" / "axolotl"
+
+
+def length_reward(completions, **kwargs):
+    """A reward with spread inside every group (so GRPO's advantages are not all zero): longer text scores more."""
+    return [float(len(c[0]["content"] if isinstance(c, list) else c)) for c in completions]
+
+
+def _datasets():
+    from datasets import Dataset
+
+    pairs = preference_rows(8)
+    return {
+        "pairs": Dataset.from_list(pairs),
+        "kto": Dataset.from_list([{"prompt": r["prompt"], "completion": r[k], "label": k == "chosen"}
+                                  for r in pairs for k in ("chosen", "rejected")]),
+        "prompts": Dataset.from_list([{"prompt": r["prompt"]} for r in pairs]),
+    }
+
+
+def _trainer(stage: str, model_dir, peft_config, tmp_path, ga: int = 1, callbacks=(), **config):
+    """One of the package's trainers on the tiny model, as a Python user builds it (no plugin.train)."""
+    from trl import DPOConfig, GRPOConfig, KTOConfig, RLOOConfig
+    from trl.experimental.cpo import CPOConfig
+    from trl.experimental.orpo import ORPOConfig
+
+    data = _datasets()
+    cls, args_cls, rows, extra = {
+        "dpo": (plugin.DPOTrainer, DPOConfig, "pairs", {}),
+        "kto": (plugin.KTOTrainer, KTOConfig, "kto", {"train_sampling_strategy": "sequential"}),
+        "orpo": (plugin.ORPOTrainer, ORPOConfig, "pairs", {}),
+        "simpo": (plugin.CPOTrainer, CPOConfig, "pairs", {"loss_type": "simpo"}),
+        "grpo": (plugin.GRPOTrainer, GRPOConfig, "prompts", {"num_generations": 2, "max_completion_length": 6}),
+        "rloo": (plugin.RLOOTrainer, RLOOConfig, "prompts", {"num_generations": 2, "max_completion_length": 6}),
+    }[stage]
+    args = args_cls(output_dir=str(tmp_path / f"{stage}_{ga}"), per_device_train_batch_size=2,
+                    gradient_accumulation_steps=ga, max_steps=1, learning_rate=1e-3, max_grad_norm=0.0,
+                    bf16=False, gradient_checkpointing=False, report_to="none", save_strategy="no", seed=0,
+                    use_cpu=True, logging_steps=1, **{**extra, **config})
+    kwargs = {"reward_funcs": [length_reward]} if stage in ("grpo", "rloo") else {}
+    torch.manual_seed(0)
+    return cls(model=AutoModelForCausalLM.from_pretrained(model_dir), args=args, train_dataset=data[rows],
+               processing_class=AutoTokenizer.from_pretrained(model_dir), peft_config=peft_config,
+               callbacks=list(callbacks), **kwargs)
+
+
+STAGES = ["dpo", "kto", "orpo", "simpo", "grpo", "rloo"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("method", ["mplora", "mor", "loratrf_output"])
+def test_each_trainer_trains_each_adapter_and_no_base_weight(tiny_model_dir, tmp_path, stage, method):
+    trainer = _trainer(stage, tiny_model_dir, method_config(method), tmp_path)
+    model = trainer.model
+    assert "ref" not in model.peft_config  # the reference is the base with the adapter off: no copied adapter
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer.train()
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trained and all(".default" in n for n in trained)
+    # GRPO / RLOO rewards of a random model may tie in a group: then only what the group's spread reaches moves
+    assert moved <= trained and (moved == trained if stage not in ("grpo", "rloo") else moved)
+
+
+class _GradsBeforeStep(TrainerCallback):
+    """The accumulated adapter gradients just before the optimiser step."""
+
+    def __init__(self):
+        self.grads = {}
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        self.grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _orthogonality(blocks: list[torch.Tensor]) -> torch.Tensor:
+    """SPEC 1, written here independently: sum over i < j of ||B_i^T B_j||_F^2."""
+    return sum((blocks[i].T @ blocks[j]).pow(2).sum() for i in range(len(blocks)) for j in range(i + 1, len(blocks)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", STAGES)
+def test_auxiliary_term_counts_once_per_optimiser_step(tiny_model_dir, tmp_path, stage):
+    """The gradient with weight w minus the gradient with weight 0 is w * d(orthogonality)/dB, at accumulation 1 and
+    2 alike, for every trainer (GRPO scales its own loss for accumulation; the others let the Trainer do it)."""
+    weight, paths = 3.0, 2
+    for ga in (1, 2):
+        grads = {}
+        for w in (weight, 0.0):
+            seen = _GradsBeforeStep()
+            # the shared config starts B non-zero (at zero the orthogonality gradient is zero too)
+            trainer = _trainer(stage, tiny_model_dir, method_config("mplora", num_paths=paths, orth_weight=w),
+                               tmp_path, ga, [seen])
+            b = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "mplora_B" in n}
+            trainer.train()
+            grads[w] = seen.grads
+        for name, value in b.items():
+            rows = value.clone().requires_grad_(True)
+            _orthogonality(list(rows.chunk(paths, dim=0))).backward()
+            expected = weight * rows.grad
+            got = grads[weight][name] - grads[0.0][name]
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5, msg=f"{stage} GA {ga} {name}")
+
+
+@pytest.mark.slow
+def test_generation_takes_the_inference_path_and_records_nothing(tiny_model_dir, tmp_path):
+    trainer = _trainer("grpo", tiny_model_dir, method_config("mplora", num_paths=2), tmp_path)
+    modes = []
+    from plugin.tuners.mplora import MPLoraLayer
+
+    layer = next(m for m in trainer.model.modules() if isinstance(m, MPLoraLayer))
+    layer.register_forward_pre_hook(lambda module, args: modes.append(module.training))
+    trainer.train()
+    # the sampling forwards ran in eval mode (one per decoded token), the loss forward in train mode
+    assert modes.count(False) >= 6 and True in modes
+    assert not layer.pending_aux.get("default")  # the loss forward's term was handed out
+
+
+def _pairs_file(tmp_path, rows=None):
+    return write_jsonl(tmp_path / "pairs.jsonl", rows if rows is not None else preference_rows(8))
+
+
+def _cli_keys(tiny_model_dir, tmp_path, rl, data, **keys):
+    return dict(base_model=str(tiny_model_dir), adapter="mor", lora_r=4, lora_alpha=8, rl=rl,
+                datasets=[{"path": str(data)}], sequence_len=128, micro_batch_size=2, max_steps=2,
+                learning_rate=1e-3, logging_steps=1, save_steps=1, report_to="none",
+                output_dir=str(tmp_path / "out"), **keys)
+
+
+@pytest.mark.slow
+def test_dpo_through_the_cli_saves_an_sft_like_adapter(tiny_model_dir, tmp_path, capsys):
+    from peft import PeftModel
+
+    cfg = write_yaml(tmp_path / "dpo.yaml", **_cli_keys(tiny_model_dir, tmp_path, "dpo", _pairs_file(tmp_path),
+                                                          rl_beta=0.2, rpo_alpha=0.5))
+    assert train_main([str(cfg)]) == 0
+    out = tmp_path / "out"
+    assert not (out / "ref").exists() and (out / "finished.json").exists()
+    logged = {k for entry in json.loads((out / "train_metrics.json").read_text()) for k in entry}
+    assert {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"} <= logged
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out)
+    assert list(model.peft_config) == ["default"] and type(model.peft_config["default"]) is plugin.MoRConfig
+    assert any(v.abs().sum() > 0 for k, v in adapter_weights(out).items() if "mor_B" in k)
+    args = torch.load(out / "checkpoint-2" / "training_args.bin", weights_only=False)
+    assert (args.beta, args.loss_type, args.loss_weights, args.bf16) == (0.2, ["sigmoid", "sft"], [1.0, 0.5], False)
+
+
+def test_bad_preference_rows_are_dropped_and_counted_or_refused(tmp_path, capsys):
+    good = preference_rows(4)
+    same = {**good[0], "rejected": good[0]["chosen"]}
+    empty = {**good[1], "chosen": [{"role": "assistant", "content": "  "}]}
+    data = _pairs_file(tmp_path, [*good, same, empty])
+    cfg = load_config(None, {"rl": "dpo", "datasets": [{"path": str(data)}]})
+    train, held_out = load_preference_data(cfg)
+    assert len(train) == 4 and held_out is None
+    err = capsys.readouterr().err
+    assert "dropped 1 of 6 rows with the chosen answer equal to the rejected one (rows 4)" in err
+    assert "dropped 1 of 6 rows with an empty chosen or rejected answer (rows 5)" in err
+    missing = write_jsonl(tmp_path / "missing.jsonl", [{"prompt": "Q", "chosen": "A"}])
+    with pytest.raises(UserError, match="has no column 'rejected'"):
+        load_preference_data(load_config(None, {"rl": "dpo", "datasets": [{"path": str(missing)}]}))
+
+
+def test_axolotl_and_trl_row_formats_become_trl_rows(tmp_path):
+    intel = write_jsonl(tmp_path / "intel.jsonl", [{"system": "Be brief.", "question": "Q?", "chosen": "yes",
+                                                    "rejected": "no"}])
+    ultra = write_jsonl(tmp_path / "ultra.jsonl", [{"prompt": "Q?", "chosen": [
+        {"role": "user", "content": "Q?"}, {"role": "assistant", "content": "yes"}], "rejected": [
+        {"role": "user", "content": "Q?"}, {"role": "assistant", "content": "no"}]}])
+    argilla = write_jsonl(tmp_path / "argilla.jsonl", [{"chosen": [
+        {"role": "user", "content": "Q?"}, {"role": "assistant", "content": "yes"}], "rejected": [
+        {"role": "user", "content": "Q?"}, {"role": "assistant", "content": "no"}]}])
+    text = write_jsonl(tmp_path / "text.jsonl", [{"prompt": "Q?", "chosen": "yes", "rejected": "no"}])
+    user, yes, no = ({"role": "user", "content": "Q?"}, [{"role": "assistant", "content": "yes"}],
+                     [{"role": "assistant", "content": "no"}])
+    for path, kind, prompt in [(intel, "chatml.intel", [{"role": "system", "content": "Be brief."}, user]),
+                               (ultra, "llama3.ultra", [user]), (argilla, "chatml.argilla_chat", [user])]:
+        rows = load_preference_data(load_config(None, {"rl": "dpo", "datasets": [{"path": str(path),
+                                                                                  "type": kind}]}))[0]
+        assert rows[0] == {"prompt": prompt, "chosen": yes, "rejected": no}, kind
+    rows = load_preference_data(load_config(None, {"rl": "orpo", "datasets": [{"path": str(text)}]}))[0]
+    assert rows[0] == {"prompt": "Q?", "chosen": "yes", "rejected": "no"}  # TRL's standard (text) format kept
+
+
+def test_llamafactory_dpo_and_kto_examples_mean_what_upstream_means(monkeypatch):
+    monkeypatch.chdir(LF)  # its dataset_dir default, data/, is beside the YAMLs
+    dpo = load_config(LF / "qwen3_lora_dpo.yaml", {"finetuning_type": "mor"})
+    assert (dpo.rl, dpo.rl_beta, dpo.adapter, dpo.datasets[0].type) == ("dpo", 0.1, "mor", "preference")
+    rows, _ = load_preference_data(dpo)
+    assert len(rows) == 20 and rows[0]["prompt"][-1]["role"] == "user" and rows[0]["chosen"][0]["role"] == "assistant"
+    with pytest.raises(UserError, match="micro_batch_size: 2 or more"):  # TRL's KTO takes each KL answer from the batch
+        load_config(LF / "qwen3_lora_kto.yaml", {"finetuning_type": "mor"})
+    kto = load_config(LF / "qwen3_lora_kto.yaml", {"finetuning_type": "mor", "per_device_train_batch_size": 2})
+    assert (kto.rl, kto.rl_beta, kto.datasets[0].type) == ("kto", 0.1, "kto")
+    rows, _ = load_preference_data(kto)
+    upstream = json.loads((LF / "data" / "kto_en_demo.json").read_text())
+    assert [r["label"] for r in rows] == [r["label"] for r in upstream]
+    assert rows[0]["completion"] == [{"role": "assistant", "content": upstream[0]["messages"][-1]["content"]}]
+
+
+@pytest.mark.parametrize("keys,message", [
+    ({"rl_beta": 0.1}, "rl_beta is set but rl is not"),
+    ({"rl": "dpo", "orpo_alpha": 0.2}, "orpo_alpha is set but rl: dpo does not read it"),
+    ({"rl": "kto", "micro_batch_size": 1}, "set micro_batch_size: 2 or more"),
+    ({"rl": "grpo"}, "add trl: {reward_funcs"),
+    ({"rl": "grpo", "trl": {"reward_funcs": ["m.f"], "use_vllm": True}}, "trl.use_vllm"),
+    ({"stage": "rm"}, "stage: rm: sft, pt, dpo and kto run here"),
+    ({"stage": "dpo", "pref_loss": "hinge"}, "pref_loss: hinge: choose one of sigmoid, ipo, orpo, simpo"),
+    ({"rl": "dpo", "datasets": [{"path": "d.jsonl", "type": "alpaca"}]}, "type: alpaca is not a format rl: dpo reads"),
+    ({"datasets": [{"path": "d.jsonl", "type": "chatml.intel"}]}, "holds preference data, read by rl:"),
+])
+def test_preference_config_mistakes_are_one_line(keys, message):
+    with pytest.raises(UserError, match=message.replace("{", r"\{").replace("(", r"\(")):
+        cfg = load_config(None, {"datasets": [{"path": "d.jsonl"}], **keys})
+        load_preference_data(cfg)  # the dataset types are checked where they are read
