@@ -76,9 +76,10 @@ def test_each_trainer_trains_each_adapter_and_no_base_weight(tiny_model_dir, tmp
     trainer.train()
     moved = {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
     trained = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trained and all(".default" in n for n in trained)
-    # GRPO / RLOO rewards of a random model may tie in a group: then only what the group's spread reaches moves
-    assert moved <= trained and (moved == trained if stage not in ("grpo", "rloo") else moved)
+    assert trained and all(".default" in n for n in trained) and moved <= trained
+    # every kind of adapter tensor trains (one layer's may not: LoRATRF's clamped gate can be shut for every token)
+    kind = lambda name: name.split(".")[-3]  # noqa: E731 - e.g. mor_router, trf_t
+    assert {kind(n) for n in moved} == {kind(n) for n in trained}
 
 
 class _GradsBeforeStep(TrainerCallback):
