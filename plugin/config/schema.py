@@ -20,7 +20,7 @@ TEXT_TYPES = ("text", "completion")  # dataset types trained as plain text
 # (chatml.* and llama3.* read the same columns: rendering is the chat template's job here)
 RL_STAGES = ("dpo", "ipo", "kto", "orpo", "simpo", "grpo")
 _AXOLOTL_RL_TYPES = ("intel", "icr", "prompt_pairs", "ultra", "argilla", "argilla_chat")
-RL_TYPES = ("preference", "kto", "prompt", "chat_template.default", "chat_template.argilla_chat",
+RL_TYPES = ("preference", "kto", "prompt", "chat_template.default", "chat_template.argilla", "chat_template.argilla_chat",
             *(f"{t}.{kind}" for t in ("chatml", "llama3") for kind in _AXOLOTL_RL_TYPES))
 SFT_TYPES = ("messages", "chat_template", "sharegpt", "alpaca", "text", "completion")
 DEFAULT_ROLES = {
@@ -48,7 +48,7 @@ class DatasetSpec:
         "trained); under rl: preference (TRL's prompt/chosen/rejected, text or chats: the default), kto (TRL's "
         "prompt/completion/label), prompt (grpo: a prompt column; the other columns reach the reward functions), "
         "Axolotl's chatml.* / llama3.* (intel, icr, prompt_pairs, ultra, argilla_chat; kto: argilla) and "
-        "chat_template.default / argilla_chat (docs/preference.md)")
+        "chat_template.default / argilla / argilla_chat (docs/preference.md)")
     split: str = option("data", "train", "split of a hub or saved dataset")
     name: Optional[str] = option("data", None, "hub dataset config name")
     field_messages: Optional[str] = option("data", None, "column holding the chat (default messages; conversations "

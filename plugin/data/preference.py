@@ -28,10 +28,11 @@ PAIR_COLUMNS = {
     "ultra": ("prompt", "chosen", "rejected", None),
     "argilla_chat": ("chosen", "chosen", "rejected", None),
     "default": ("messages", "chosen", "rejected", None),  # chat_template.default: field_messages is the prompt
+    "chat_template.argilla": ("chosen", "chosen", "rejected", None),  # Axolotl's ORPO type: argilla_chat's columns
 }
 KTO_COLUMNS = {"kto": "prompt", "intel": "question", "argilla": "instruction", "prompt_pairs": "prompt",
                "ultra": "prompt", "argilla_chat": "completion"}
-STAGE_TYPES = {"pairs": [t for t in RL_TYPES if t.split(".")[-1] in PAIR_COLUMNS],
+STAGE_TYPES = {"pairs": [t for t in RL_TYPES if t in PAIR_COLUMNS or t.split(".")[-1] in PAIR_COLUMNS],
                "kto": [t for t in RL_TYPES if t.split(".")[-1] in KTO_COLUMNS], "prompt": ["prompt"]}
 # what each stage reads when a dataset's type is left at its default
 STAGE_FORMAT = {"dpo": "pairs", "ipo": "pairs", "orpo": "pairs", "simpo": "pairs", "kto": "kto", "grpo": "prompt"}
@@ -99,7 +100,7 @@ def _empty(answer) -> bool:
 
 
 def _pairs(raw: Dataset, spec: DatasetSpec, kind: str) -> tuple[list[dict], _Rows]:
-    prompt_col, chosen_col, rejected_col, system_col = PAIR_COLUMNS[kind.split(".")[-1]]
+    prompt_col, chosen_col, rejected_col, system_col = PAIR_COLUMNS.get(kind) or PAIR_COLUMNS[kind.split(".")[-1]]
     prompt_col = spec.field_prompt or (spec.field_messages if kind == "chat_template.default" else None) or prompt_col
     chosen_col, rejected_col = spec.field_chosen or chosen_col, spec.field_rejected or rejected_col
     system_col = spec.field_system or system_col

@@ -12,11 +12,17 @@ from ..tuners.card import add_section
 SHOWN = ("base_model", "adapter", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "load_in_4bit",
          "sequence_len", "micro_batch_size", "gradient_accumulation_steps", "learning_rate", "lr_scheduler",
          "num_epochs", "max_steps", "seed")
+# a preference stage's loss settings (rl: names the loss: DPO's sigmoid, IPO, KTO, ORPO, SimPO, GRPO)
+STAGE_SHOWN = {"dpo": ("rl_beta", "rpo_alpha", "dpo_label_smoothing"), "ipo": ("rl_beta", "rpo_alpha"),
+               "kto": ("rl_beta", "kto_desirable_weight", "kto_undesirable_weight"), "orpo": ("orpo_alpha",),
+               "simpo": ("rl_beta", "simpo_gamma", "cpo_alpha"), "grpo": ("rl_beta", "trl")}
 
 
 def add_training_section(folder: Path, config: dict, log_history: list[dict], held_out: dict | None) -> None:
     method = {key: value for key, value in config.items() if key.startswith(f"{config['adapter']}_")}
-    rows = [(key, config.get(key)) for key in SHOWN] + sorted(method.items())
+    stage = [("rl", config["rl"]), *((key, config.get(key)) for key in STAGE_SHOWN.get(config["rl"], ()))] if \
+        config.get("rl") else []
+    rows = [(key, config.get(key)) for key in SHOWN] + stage + sorted(method.items())
     data = ", ".join(f"`{d['path']}` ({d['type']})" for d in config.get("datasets") or [])
     lines = ["## Training", "", f"Trained with `python -m plugin.train` on {data or 'the datasets in resolved_config.yaml'}; "
              "every setting is in `resolved_config.yaml` beside the adapter.", "", "| setting | value |", "|---|---|"]

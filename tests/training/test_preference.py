@@ -159,6 +159,8 @@ def test_dpo_through_the_cli_saves_an_sft_like_adapter(tiny_model_dir, tmp_path,
     assert {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"} <= logged
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out)
     assert list(model.peft_config) == ["default"] and type(model.peft_config["default"]) is plugin.MoRConfig
+    card = (out / "README.md").read_text()
+    assert "| rl | `dpo` |" in card and "| rl_beta | `0.2` |" in card and "| rpo_alpha | `0.5` |" in card
     assert any(v.abs().sum() > 0 for k, v in adapter_weights(out).items() if "mor_B" in k)
     args = torch.load(out / "checkpoint-2" / "training_args.bin", weights_only=False)
     assert (args.beta, args.loss_type, args.loss_weights, args.bf16) == (0.2, ["sigmoid", "sft"], [1.0, 0.5], False)
@@ -232,3 +234,54 @@ def test_preference_config_mistakes_are_one_line(keys, message):
     with pytest.raises(UserError, match=message.replace("{", r"\{").replace("(", r"\(")):
         cfg = load_config(None, {"datasets": [{"path": "d.jsonl"}], **keys})
         load_preference_data(cfg)  # the dataset types are checked where they are read
+
+
+def _hub_rows_like(kind: str, pairs: list[dict]) -> list[dict]:
+    """Local rows in the column layout of the hub dataset an upstream YAML names (its own data is not offline)."""
+    if kind == "conversation":  # fozziethebeat/alpaca_messages_2k_dpo_test
+        return [{"conversation": r["prompt"], "chosen": r["chosen"][0], "rejected": r["rejected"][0]} for r in pairs]
+    if kind == "kto":  # argilla/ultrafeedback-binarized-preferences-cleaned-kto
+        return [{"prompt": r["prompt"][0]["content"], "completion": r[k][0]["content"], "label": k == "chosen"}
+                for r in pairs for k in ("chosen", "rejected")]
+    return [{"prompt": r["prompt"][0]["content"], "chosen": r["prompt"] + r["chosen"],  # ...-preferences-cleaned
+             "rejected": r["prompt"] + r["rejected"]} for r in pairs]
+
+
+@pytest.mark.slow
+def test_upstream_preference_yamls_train_two_steps(tiny_model_dir, tmp_path):
+    """LLaMA-Factory's DPO and KTO examples and Axolotl's DPO, KTO and ORPO examples, verbatim but for the base
+    model, the data's location (same layout), the adapter and a CPU-sized run; each saves a loadable adapter."""
+    from peft import PeftModel
+
+    pairs = preference_rows(8)
+    cpu = dict(max_steps=2, bf16=False, gradient_accumulation_steps=1, save_steps=1, sequence_len=256,
+               load_in_4bit=False, load_in_8bit=False)
+    lf = dict(model_name_or_path=str(tiny_model_dir), dataset_dir=str(LF / "data"), trust_remote_code=False,
+              max_samples=8, per_device_train_batch_size=2)
+    runs = {
+        "lf_dpo": (LF / "qwen3_lora_dpo.yaml", dict(lf, finetuning_type="mor")),
+        "lf_kto": (LF / "qwen3_lora_kto.yaml", dict(lf, finetuning_type="mplora")),
+        "ax_dpo": (AX / "llama-3_instruct-dpo-lora-8b.yml", dict(conversation="conversation", val_set_size=0.25)),
+        "ax_kto": (AX / "llama-3_qlora-1b-kto.yaml", dict(conversation="kto")),
+        "ax_orpo": (AX / "mistral_orpo_mistral-qlora-orpo.yml", dict(conversation="argilla", val_set_size=0)),
+    }
+    import yaml
+
+    for name, (path, changes) in runs.items():
+        keys = yaml.safe_load(path.read_text())
+        if "conversation" in changes:  # an Axolotl file: its dataset entry kept, pointed at local rows
+            rows = write_jsonl(tmp_path / f"{name}.jsonl", _hub_rows_like(changes.pop("conversation"), pairs))
+            keys["datasets"][0]["path"] = str(rows)
+            keys["datasets"][0].pop("split", None)
+            changes = {"base_model": str(tiny_model_dir), "adapter": "loratrf", **cpu, "micro_batch_size": 2,
+                       "special_tokens": None, **changes}
+        else:
+            changes = {**changes, "max_steps": 2, "bf16": False, "gradient_accumulation_steps": 1,
+                       "cutoff_len": 256, "save_steps": 1}
+        keys.update(changes, output_dir=str(tmp_path / name))
+        keys = {k: v for k, v in keys.items() if v is not None or k == "special_tokens"}
+        assert train_main([str(write_yaml(tmp_path / f"{name}.yaml", **keys))]) == 0, name
+        out = tmp_path / name
+        assert not (out / "ref").exists(), name
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out)
+        assert list(model.peft_config) == ["default"], name
