@@ -223,3 +223,35 @@ def load_preference_data(cfg: TrainConfig) -> tuple[Dataset, Dataset | None]:
 
     data = build(cfg.datasets)
     return (data, build(cfg.test_datasets)) if cfg.test_datasets else held_out_split(data, cfg)
+
+
+def _ids(tokenizer, text_or_chat, generation_prompt: bool = False) -> list[int]:
+    if isinstance(text_or_chat, str):
+        return tokenizer(text_or_chat, add_special_tokens=False)["input_ids"]
+    return tokenizer.apply_chat_template(text_or_chat, add_generation_prompt=generation_prompt, tokenize=True,
+                                         return_dict=True)["input_ids"]
+
+
+def trained_sequences(row: dict, tokenizer) -> list[tuple[str, list[int], list[int]]]:
+    """(name, input_ids, labels) of each sequence a preference row trains, by TRL's rule: the answer is what
+    follows the common prefix of the rendered prompt and prompt + answer (text answers end in EOS). A GRPO row is
+    its prompt alone: its completions are sampled."""
+    from .chat_labels import IGNORE
+
+    prompt = row["prompt"]
+    prompt_ids = _ids(tokenizer, prompt, generation_prompt=True)
+    answers = [(k, row[k]) for k in ("chosen", "rejected", "completion") if k in row]
+    if not answers:
+        return [("prompt", prompt_ids, [IGNORE] * len(prompt_ids))]
+    out = []
+    for name, answer in answers:
+        if isinstance(answer, str):
+            eos = tokenizer.eos_token or ""
+            full = _ids(tokenizer, prompt + answer + ("" if answer.endswith(eos) else eos))
+        else:
+            full = _ids(tokenizer, prompt + answer)
+        common = next((i for i, (a, b) in enumerate(zip(prompt_ids, full)) if a != b), min(len(prompt_ids), len(full)))
+        if name == "completion":
+            name = f"completion ({'good' if row['label'] else 'bad'})"
+        out.append((name, full, [IGNORE] * common + full[common:]))
+    return out

@@ -35,8 +35,10 @@ def preview_data(cfg: TrainConfig, rows: int, as_json: bool = False, out=None) -
         raise UserError(f"--preview-data needs a number of rows > 0, got {rows}")
     out = out or sys.stdout
     tokenizer = tokenizer_for(cfg)
-    train_data, _ = load_training_data(cfg, tokenizer, keep_marks=True)
     color = not as_json and out.isatty()
+    if cfg.rl:
+        return _preview_preference(cfg, tokenizer, rows, as_json, color, out)
+    train_data, _ = load_training_data(cfg, tokenizer, keep_marks=True)
     if not as_json and cfg.task == "sequence_classification":
         print(f"{len(train_data)} training rows, each with its label\n", file=out)
     elif not as_json:
@@ -56,3 +58,23 @@ def preview_data(cfg: TrainConfig, rows: int, as_json: bool = False, out=None) -
         cut = f", truncated to sequence_len {cfg.sequence_len}" if truncated else ""
         print(f"--- row {index}: {len(ids)} tokens, {trained} trained{cut} ---", file=out)
         print(marked_text(tokenizer, ids, labels, color), file=out)
+
+
+def _preview_preference(cfg: TrainConfig, tokenizer, rows: int, as_json: bool, color: bool, out) -> None:
+    """Each preference row's sequences (chosen and rejected, KTO's completion, GRPO's prompt) as TRL tokenises them,
+    the answer's tokens trained (scored against the reference) and the prompt's not."""
+    from .preference import load_preference_data, trained_sequences
+
+    train_data, _ = load_preference_data(cfg)
+    if not as_json:
+        print(f"{len(train_data)} training rows (rl: {cfg.rl}); the answers' tokens, which the loss scores, are shown "
+              f"{_GREEN + 'in green' + _RESET if color else '[[between double brackets]]'}\n", file=out)
+    for index, row in enumerate(train_data.select(range(min(rows, len(train_data))))):
+        for name, ids, labels in trained_sequences(row, tokenizer):
+            if as_json:
+                print(json.dumps({"row": index, "sequence": name, "input_ids": ids, "labels": labels}), file=out)
+                continue
+            cut = f", longer than sequence_len {cfg.sequence_len}: TRL truncates it" if len(ids) > cfg.sequence_len else ""
+            print(f"--- row {index} {name}: {len(ids)} tokens, {sum(label != IGNORE for label in labels)} "
+                  f"scored{cut} ---", file=out)
+            print(marked_text(tokenizer, ids, labels, color), file=out)

@@ -285,3 +285,20 @@ def test_upstream_preference_yamls_train_two_steps(tiny_model_dir, tmp_path):
         assert not (out / "ref").exists(), name
         model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out)
         assert list(model.peft_config) == ["default"], name
+
+
+def test_preview_shows_each_answer_scored_and_the_prompt_not(tiny_model_dir, tmp_path, capsys):
+    from plugin.data.preview import preview_data
+
+    pairs = preference_rows(2)
+    cfg = load_config(None, {"rl": "dpo", "base_model": str(tiny_model_dir),
+                             "datasets": [{"path": str(_pairs_file(tmp_path, pairs))}]})
+    preview_data(cfg, 1, as_json=True)
+    shown = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [s["sequence"] for s in shown] == ["chosen", "rejected"]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    for sequence in shown:
+        scored = [t for t, label in zip(sequence["input_ids"], sequence["labels"]) if label != -100]
+        answer = pairs[0][sequence["sequence"]][0]["content"]
+        assert tokenizer.decode(scored) == answer + "<|im_end|>\n"  # SmolLM2's template closes the turn so
+        assert pairs[0]["prompt"][0]["content"] in tokenizer.decode(sequence["input_ids"])
