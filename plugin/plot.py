@@ -1,5 +1,5 @@
 """``python -m plugin.plot OUT_DIR``: pictures of a training run (MoR router weights and entropy, MPLoRA
-orthogonality), drawn by ``plugin.evaluation.plots``."""
+orthogonality, the rewards of a preference or RL run), drawn by ``plugin.evaluation.plots``."""
 
 from __future__ import annotations
 

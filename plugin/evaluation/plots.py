@@ -4,6 +4,8 @@
   tokens of each expert's router weight on chosen texts (box per expert, mean marked).
 - ``router_entropy.png`` (MoR): mean per-token router entropy per layer over training steps.
 - ``orthogonality.png`` (MPLoRA): the orthogonality loss per layer and in total over training steps.
+- ``rewards.png`` (rl: runs): the implicit rewards of the chosen and rejected answers, their margin and how often
+  chosen wins (DPO, IPO, ORPO, SimPO; KTO without the last), or GRPO's mean reward and its spread, over steps.
 """
 
 from __future__ import annotations
@@ -70,6 +72,42 @@ def plot_curves(rows: list[dict], key: str, title: str, ylabel: str, path: Path,
         ax.set_yscale("log")  # per-layer values sit orders of magnitude below their sum
     ax.set(title=f"{title} ({len(curves)} layers, thin lines)", xlabel="optimiser step", ylabel=ylabel)
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+REWARD_CURVES = [("rewards/chosen", "chosen"), ("rewards/rejected", "rejected"), ("rewards/margins", "margin"),
+                 ("reward", "mean reward"), ("reward_std", "reward std")]
+
+
+def plot_rewards(out_dir: Path, path: Path) -> Path | None:
+    """The rewards TRL's preference and RL trainers log (``train_metrics.json``), over optimiser steps."""
+    import matplotlib.pyplot as plt
+
+    metrics = out_dir / "train_metrics.json"
+    logged = [row for row in json.loads(metrics.read_text()) if "loss" in row] if metrics.is_file() else []
+    curves = [(key, label) for key, label in REWARD_CURVES if any(key in row for row in logged)]
+    if not curves:
+        return None
+    accuracy = any("rewards/accuracies" in row for row in logged)
+    fig, axes = plt.subplots(1, 2 if accuracy else 1, figsize=(12 if accuracy else 8, 4.5), squeeze=False)
+    for key, label in curves:
+        rows = [row for row in logged if key in row]
+        axes[0][0].plot([row["step"] for row in rows], [float(row[key]) for row in rows], marker=".", label=label)
+    axes[0][0].axhline(0, color="gray", lw=0.8)
+    axes[0][0].set(title="rewards", xlabel="optimiser step", ylabel="reward")
+    axes[0][0].legend()
+    if accuracy:
+        rows = [row for row in logged if "rewards/accuracies" in row]
+        axes[0][1].plot([row["step"] for row in rows], [float(row["rewards/accuracies"]) for row in rows], marker=".")
+        axes[0][1].axhline(0.5, color="gray", ls="--", lw=1, label="chance")
+        axes[0][1].set(title="chosen rewarded above rejected", xlabel="optimiser step", ylabel="fraction of pairs",
+                       ylim=(-0.02, 1.02))
+        axes[0][1].legend()
+    for ax in axes[0]:
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -177,11 +215,13 @@ def write_plots(out_dir: Path, output: Path | None = None, layer: str | None = N
                     dest / "orthogonality.png", total=True),
         plot_curves(rows, "router_entropy", "MoR router entropy", "mean per-token entropy (nats)",
                     dest / "router_entropy.png", total=False, reference=_uniform_entropy(rows)),
+        plot_rewards(out_dir, dest / "rewards.png"),
     ]
     if any(rows and r.get("router_mean") for r in rows):
         name, gates = router_gates_on_texts(out_dir, layer, load_texts(texts, num_texts))
         written.append(plot_router_weights(name, gates, dest / "router_weights.png"))
     written = [w for w in written if w]
     if not written:
-        raise UserError(f"{out_dir} has no telemetry.jsonl with MoR or MPLoRA values; train with plugin.train first")
+        raise UserError(f"{out_dir} has no telemetry.jsonl with MoR or MPLoRA values and no logged rewards; train "
+                        "with plugin.train first")
     return written

@@ -162,6 +162,10 @@ def test_dpo_through_the_cli_saves_an_sft_like_adapter(tiny_model_dir, tmp_path,
     card = (out / "README.md").read_text()
     assert "| rl | `dpo` |" in card and "| rl_beta | `0.2` |" in card and "| rpo_alpha | `0.5` |" in card
     assert any(v.abs().sum() > 0 for k, v in adapter_weights(out).items() if "mor_B" in k)
+    from plugin.plot import main as plot_main
+
+    assert plot_main([str(out)]) == 0
+    assert (out / "plots" / "rewards.png").read_bytes().startswith(b"\x89PNG")
     args = torch.load(out / "checkpoint-2" / "training_args.bin", weights_only=False)
     assert (args.beta, args.loss_type, args.loss_weights, args.bf16) == (0.2, ["sigmoid", "sft"], [1.0, 0.5], False)
 
