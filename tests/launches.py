@@ -1,6 +1,6 @@
 """The suite's one multi-process launch: each sharding engine's one-step check (tests/engine_worker.py), then every
 ``plugin.train`` run that the tests check under 2 processes (DDP, the YAML's ``deepspeed:`` key at ZeRO-2 and ZeRO-3
-for every method, LLaMA-Factory's ZeRO-3 example, Axolotl's Jamba ZeRO-2 example) run in turn inside one
+for every method, DPO under DDP and ZeRO-3, LLaMA-Factory's ZeRO-3 example, Axolotl's Jamba ZeRO-2 example) run in turn inside one
 ``torchrun --standalone`` job (``tests/train_worker.py``); each test then checks its own run's folder and output.
 The single-process references stay in the tests."""
 
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from .helpers import QUANTIZABLE_WIDTH, FIXTURES_DIR, REPO, adapter_weights, tiny_llama, write_chat_rows, write_yaml
+from .helpers import (QUANTIZABLE_WIDTH, FIXTURES_DIR, REPO, adapter_weights, preference_rows, tiny_llama,
+                      write_chat_rows, write_jsonl, write_yaml)
 
 LF = FIXTURES_DIR / "peer_configs" / "llamafactory"
 AX = FIXTURES_DIR / "peer_configs" / "axolotl"
@@ -106,6 +107,11 @@ def run_launch(root: Path, model_dir: Path) -> Launch:
     ds_cwd = root / "ds_cwd"  # holds no examples/deepspeed/: the shipped copies stand in
     ds_cwd.mkdir()
     keys = {"ddp-mplora": {**base, **SGD, "adapter": "mplora", "mplora_orth_weight": 5.0}}
+    # DPO (its reference forward included) under DDP and ZeRO-3
+    dpo = {**base, "rl": "dpo", "datasets": [{"path": str(write_jsonl(root / "pairs.jsonl", preference_rows(8)))}]}
+    keys["ddp-dpo-mplora"] = {**dpo, **SGD, "adapter": "mplora", "mplora_orth_weight": 5.0}
+    keys["zero3-dpo-mor"] = {**dpo, **ADAMW, **DS_METHODS["mor"], "adapter": "mor",
+                             "deepspeed": "examples/deepspeed/ds_z3_config.json"}
     stages = (2, 3) if deepspeed_runs_zero2() else (3,)
     for stage in stages:
         for adapter, extra in DS_METHODS.items():

@@ -306,3 +306,22 @@ def test_preview_shows_each_answer_scored_and_the_prompt_not(tiny_model_dir, tmp
         answer = pairs[0][sequence["sequence"]][0]["content"]
         assert tokenizer.decode(scored) == answer + "<|im_end|>\n"  # SmolLM2's template closes the turn so
         assert pairs[0]["prompt"][0]["content"] in tokenizer.decode(sequence["input_ids"])
+
+
+@pytest.mark.multiprocess
+@pytest.mark.slow
+@pytest.mark.parametrize("name,one_process", [("ddp-dpo-mplora", {"micro_batch_size": 4}),
+                                              ("zero3-dpo-mor", {"gradient_accumulation_steps": 2})])
+def test_dpo_on_two_processes_matches_one(torchrun_launch, tmp_path, name, one_process):
+    """DPO under DDP (MPLoRA, its orthogonality term on) and ZeRO-3 (MoR, its balance loss on) on 2 CPU processes
+    equals one process on the same global batch (the reference forward, adapters off, included)."""
+    from plugin.training.run import train
+
+    assert torchrun_launch.rc(name) == 0, torchrun_launch.output(name)[-3000:]
+    assert torchrun_launch.engine(name) == ("MULTI_CPU" if name.startswith("ddp") else "DEEPSPEED zero3")
+    keys = {k: v for k, v in torchrun_launch.keys[name].items() if k != "deepspeed"}
+    one = adapter_weights(train(load_config(None, {**keys, **one_process, "output_dir": str(tmp_path / "one")})))
+    two = torchrun_launch.weights(name)
+    assert two.keys() == one.keys()
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-6)
