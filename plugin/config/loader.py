@@ -305,6 +305,8 @@ def _check_values(cfg: TrainConfig, explicit_keys: list[str]) -> None:
         raise UserError("test_datasets and val_set_size both choose the held-out rows; keep one")
     _check_task(cfg, explicit_keys)
     _check_rl(cfg, explicit_keys)
+    if cfg.lora_model_dir:
+        _check_saved_adapter(cfg, explicit_keys)
     chat_templates.check_name(cfg.chat_template, cfg.chat_template_jinja)
     if cfg.lora_target_linear or cfg.lora_target_modules in [[name] for name in ALL_LINEAR]:
         cfg.lora_target_modules = ["all-linear"]
@@ -404,6 +406,32 @@ def _check_method_keys(cfg: TrainConfig) -> None:
 RL_KEYS = {"rl_beta": ("dpo", "ipo", "kto", "simpo", "grpo"), "dpo_label_smoothing": ("dpo",),
            "rpo_alpha": ("dpo", "ipo"), "orpo_alpha": ("orpo",), "simpo_gamma": ("simpo",), "cpo_alpha": ("simpo",),
            "kto_desirable_weight": ("kto",), "kto_undesirable_weight": ("kto",), "trl": ("grpo",)}
+
+
+def _check_saved_adapter(cfg: TrainConfig, explicit_keys: list[str]) -> None:
+    """``lora_model_dir``: a folder holding an adapter of one of our methods (or LoRA); its method becomes the run's."""
+    folder = Path(cfg.lora_model_dir)
+    config_file = folder / "adapter_config.json"
+    if not config_file.is_file():
+        raise UserError(f"lora_model_dir (adapter_name_or_path): {folder} holds no adapter_config.json; give a finished run's output_dir "
+                        "(or a checkpoint-N folder of it)")
+    import json
+
+    peft_type = json.loads(config_file.read_text()).get("peft_type")
+    saved = {"LORA": "lora", **{config_cls._peft_type_name: name for name, (config_cls, _) in METHODS.items()}}.get(
+        peft_type)
+    if saved is None:
+        raise UserError(f"lora_model_dir: {folder} holds a {peft_type} adapter; lora, mplora, mor and loratrf train "
+                        "here")
+    if "adapter" in explicit_keys and cfg.adapter != saved:
+        raise UserError(f"adapter: {cfg.adapter}, but lora_model_dir {folder} holds a {saved} adapter; drop adapter: "
+                        "or set it to the saved one's")
+    cfg.adapter = saved
+    shaping = sorted(k for k in explicit_keys if k in ("lora_r", "lora_alpha", "lora_target_modules",
+                                                       "lora_target_linear") or k in cfg.method_keys)
+    if shaping:
+        print(f"note: lora_model_dir: the saved adapter's own settings are trained on; {', '.join(shaping)} from "
+              "the YAML do not change it", file=sys.stderr)
 
 
 def _check_rl(cfg: TrainConfig, explicit_keys: list[str]) -> None:

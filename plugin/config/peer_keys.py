@@ -76,11 +76,6 @@ REENTRANT_SWITCHED = ("note: gradient_checkpointing_kwargs: use_reentrant: true 
                       "without gradients; the non-reentrant kind saves the same memory with the right gradients")
 # belongs elsewhere or cannot be honoured: the way out is in the message
 REFUSED = {
-    "lora_model_dir": "continuing from a saved adapter is not supported here; resume an interrupted run with "
-                      "resume_from_checkpoint: auto, or evaluate a saved adapter with python -m plugin.eval --adapter",
-    "adapter_name_or_path": "continuing from a saved adapter is not supported here; resume an interrupted run "
-                            "with resume_from_checkpoint: auto, or evaluate a saved adapter with python -m "
-                            "plugin.eval --adapter",
     "adapter_folder": "merging a folder of adapters is not supported: python -m plugin.export RUN --merge merges one",
     "image_max_pixels": "vision-language training is not supported: plugin.train trains causal language models",
     "processor_type": "vision-language training is not supported: plugin.train trains causal language models",

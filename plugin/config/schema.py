@@ -160,6 +160,9 @@ class TrainConfig:
         "adapter", None, "rank per layer, overriding lora_r: {layer-name key or regex: r} (PEFT's rank_pattern)")
     lora_alpha_pattern: Optional[dict[str, float]] = option(
         "adapter", None, "alpha per layer, overriding lora_alpha (PEFT's alpha_pattern)")
+    lora_model_dir: Optional[str] = option(
+        "adapter", None, "a saved adapter (a run's output_dir) to go on training, with its own method and settings "
+        "(the YAML's adapter: must agree or be unset); under rl: it is the reference too: DPO from an SFT adapter")
     init_lora_weights: Union[bool, str] = option(
         "adapter", True, "the adapter's init (PEFT's name): true (the papers'), gaussian, pissa, pissa_niter_K "
         "(fast SVD), olora; PiSSA / OLoRA move W's principal part into the adapter and leave the residual in the "
@@ -294,6 +297,7 @@ ALIASES = {
     "train_on_prompt": "train_on_inputs",
     "peft_init_lora_weights": "init_lora_weights",  # Axolotl's PEFT-prefixed spelling
     "noisy_embedding_alpha": "neftune_noise_alpha",  # Axolotl's former name
+    "adapter_name_or_path": "lora_model_dir",  # LLaMA-Factory
     "pref_beta": "rl_beta",  # LLaMA-Factory
     "pref_ftx": "rpo_alpha",
     "kto_chosen_weight": "kto_desirable_weight",

@@ -98,14 +98,15 @@ def _missing_fields(config: dict) -> list[str]:
     return sorted(f for f in own if f not in config)
 
 
-def load_adapter_strict(model, adapter: str, config: dict, state: dict):
+def load_adapter_strict(model, adapter: str, config: dict, state: dict, trainable: bool = False):
     """``PeftModel.from_pretrained(model, adapter)``, refused with one line unless the adapter loads completely.
-    ``config`` and ``state`` are the folder's, read (and checked) before the base model loaded."""
+    ``config`` and ``state`` are the folder's, read (and checked) before the base model loaded; ``trainable``: to
+    go on training it."""
     from peft import PeftModel
     from peft.utils import get_peft_model_state_dict
 
     try:
-        model = PeftModel.from_pretrained(model, adapter)
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=trainable)
     except (RuntimeError, ValueError, KeyError, TypeError) as err:
         missing = _missing_fields(config)
         why = (f"its adapter_config.json lacks {', '.join(missing)} (the defaults do not fit its weights)" if missing

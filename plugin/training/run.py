@@ -37,6 +37,7 @@ def train(cfg: TrainConfig) -> Path:
     from ..config.peft_mapping import build_peft_config
     from ..data.loader import load_training_data
     from ..evaluation.classification import classification_metrics, per_item_outcomes
+    from ..models.adapter_io import load_adapter_strict, read_adapter_config, read_adapter_weights
     from ..models.loader import load_base_model, tokenizer_for
     from ..models.targets import check_modules_to_save, check_target_modules
     from .telemetry import AdapterTelemetryCallback
@@ -80,8 +81,13 @@ def train(cfg: TrainConfig) -> Path:
     check_target_modules(model, cfg.lora_target_modules)
     check_modules_to_save(model, cfg.lora_modules_to_save)
     set_seed(cfg.seed)  # the adapter's random init must not depend on what ran before
+    if cfg.lora_model_dir:  # go on training a saved adapter: its own config (under rl: also the reference)
+        folder = Path(cfg.lora_model_dir)
+        model = load_adapter_strict(model, str(folder), read_adapter_config(folder), read_adapter_weights(folder),
+                                    trainable=True)
+        peft_config = model.peft_config["default"]
     try:
-        model = model if peft_config is None or cfg.rl else get_peft_model(model, peft_config)
+        model = model if peft_config is None or cfg.rl or cfg.lora_model_dir else get_peft_model(model, peft_config)
     except ValueError as err:  # PEFT's own checks (no default targets for this model type, ...)
         raise _invalid_value(err) from None
     try:
@@ -92,7 +98,9 @@ def train(cfg: TrainConfig) -> Path:
 
             args = preference_arguments(cfg, eval_data is not None, use_cpu)
             check_optimizer(args)
-            trainer = preference_trainer(cfg, model, peft_config, args, train_data, eval_data, tokenizer, **callbacks)
+            # a saved adapter passed in is copied by TRL as adapter "ref", the reference; a config: the base is
+            trainer = preference_trainer(cfg, model, None if cfg.lora_model_dir else peft_config, args, train_data,
+                                         eval_data, tokenizer, **callbacks)
             model = trainer.model
         else:
             args = training_arguments(cfg, eval_data is not None, use_cpu)
@@ -124,6 +132,8 @@ def train(cfg: TrainConfig) -> Path:
         if getattr(peft_config, "trf_task_vector_init", None) == "input_mean" and not run.resume:
             init_task_vectors_from_first_rows(trainer, cfg.micro_batch_size)
         trainer.train(resume_from_checkpoint=run.resume)
+        if "ref" in getattr(model, "peft_config", {}):  # TRL's copy of the starting adapter: not part of the result
+            model.delete_adapter("ref")
         _check_finite_weights(model, trainer.state.global_step)
         staging = run_dir.finishing_dir(run.out) if state.is_main_process else run.out / run_dir.FINISHING
         state.wait_for_everyone()

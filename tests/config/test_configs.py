@@ -117,8 +117,14 @@ def test_peer_keys_ignored_with_a_notice_refused_with_the_way_out(tmp_path, caps
     with pytest.raises(UserError, match="deepspeed: ds_z3.json: no such file .* ds_z3_config.json"):
         _cfg(tmp_path, deepspeed="ds_z3.json")
     assert _cfg(tmp_path, fsdp_config={"fsdp_version": 2}).fsdp == ["full_shard", "auto_wrap"]
-    with pytest.raises(UserError, match="lora_model_dir: continuing from a saved adapter is not supported"):
+    with pytest.raises(UserError, match=r"lora_model_dir \(adapter_name_or_path\): old/adapter holds no adapter_config.json"):
         _cfg(tmp_path, lora_model_dir="old/adapter")
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    (saved / "adapter_config.json").write_text('{"peft_type": "MOR"}')
+    assert _cfg(tmp_path, lora_model_dir=str(saved)).adapter == "mor"  # the saved adapter's method
+    with pytest.raises(UserError, match="adapter: mplora, but lora_model_dir .* holds a mor adapter"):
+        _cfg(tmp_path, lora_model_dir=str(saved), adapter="mplora")
 
 
 def test_empty_upstream_keys_mean_absent_but_null_keeps_its_meaning_where_it_has_one(tmp_path):

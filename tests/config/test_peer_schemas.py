@@ -135,7 +135,7 @@ def test_peer_spellings_take_their_meaning(raw, expected):
     ({"use_dora": True}, "use_dora: True: this adapter kind"),
     ({"context_parallel_size": 2}, "context_parallel_size: 2: tensor, context and sequence parallelism"),
     ({"base_model_config": "other/model"}, "base_model_config: other/model: a model config from elsewhere"),
-    ({"adapter_name_or_path": "saves/lora"}, "adapter_name_or_path: continuing from a saved adapter"),
+    ({"adapter_name_or_path": "saves/lora"}, "lora_model_dir (adapter_name_or_path): saves/lora holds no adapter_config"),
     ({"cutoff_len": "long"}, "cutoff_len (sequence_len) must be an integer"),
 ])
 def test_peer_keys_refused_in_one_line(raw, names):

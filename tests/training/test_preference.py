@@ -140,10 +140,10 @@ def _pairs_file(tmp_path, rows=None):
 
 
 def _cli_keys(tiny_model_dir, tmp_path, rl, data, **keys):
-    return dict(base_model=str(tiny_model_dir), adapter="mor", lora_r=4, lora_alpha=8, rl=rl,
-                datasets=[{"path": str(data)}], sequence_len=128, micro_batch_size=2, max_steps=2,
-                learning_rate=1e-3, logging_steps=1, save_steps=1, report_to="none",
-                output_dir=str(tmp_path / "out"), **keys)
+    return {**dict(base_model=str(tiny_model_dir), adapter="mor", lora_r=4, lora_alpha=8, rl=rl,
+                   datasets=[{"path": str(data)}], sequence_len=128, micro_batch_size=2, max_steps=2,
+                   learning_rate=1e-3, logging_steps=1, save_steps=1, report_to="none",
+                   output_dir=str(tmp_path / "out")), **keys}
 
 
 @pytest.mark.slow
@@ -325,3 +325,27 @@ def test_dpo_on_two_processes_matches_one(torchrun_launch, tmp_path, name, one_p
     assert two.keys() == one.keys()
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_dpo_from_an_sft_adapter_continues_it_with_it_as_the_reference(base_cfg, tiny_model_dir, tmp_path):
+    """SFT, then DPO with lora_model_dir: the starting adapter is the reference, so the first step's rewards are
+    exactly 0 (the policy is the reference); the result is one adapter, loadable as an SFT run's."""
+    from peft import PeftModel
+
+    from plugin.training.run import train
+
+    sft = train(load_config(None, {**base_cfg, "adapter": "mplora", "mplora_num_paths": 2}))
+    assert any(v.abs().sum() > 0 for k, v in adapter_weights(sft).items() if "mplora_B" in k)  # not the base
+    keys = {**_cli_keys(tiny_model_dir, tmp_path, "dpo", _pairs_file(tmp_path), lora_model_dir=str(sft)),
+            "output_dir": str(tmp_path / "dpo")}
+    keys.pop("adapter")
+    out = train(load_config(None, keys))
+    # the policy starts as the SFT adapter: with it as the reference, not the base, the first rewards are exactly 0
+    first = next(row for row in json.loads((out / "train_metrics.json").read_text()) if "loss" in row)
+    assert float(first["rewards/chosen"]) == 0 and float(first["rewards/rejected"]) == 0
+    assert not (out / "ref").exists()
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out)
+    assert list(model.peft_config) == ["default"] and type(model.peft_config["default"]) is plugin.MPLoraConfig
+    before, after = adapter_weights(sft), adapter_weights(out)
+    assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
