@@ -48,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=["ddp", "fsdp"],
                    help="train under this engine in --processes processes (torchrun; gloo on CPU): per-process peak memory")
     p.add_argument("--processes", type=int, default=2, help="processes for --engine")
+    p.add_argument("--rl", choices=["dpo", "grpo"],
+                   help="time one optimiser step of the package's DPO or GRPO trainer (TRL's, with the reference "
+                        "forward or the sampling) instead of a plain training step; rows of random words with the "
+                        "embedded tokenizer (--seq tokens: DPO's prompt and answers half each, GRPO's prompt)")
     p.add_argument("--model_dir", help=argparse.SUPPRESS)
     p.add_argument("--sweep", help="one setting over several values, e.g. experts=1,2,4,8,16 or seq=128,256,512")
     p.add_argument("--repeats", type=int, default=1,

@@ -147,6 +147,20 @@ def as_chat(item: dict) -> dict:
     ]}
 
 
+def as_preference(item: dict) -> dict:
+    """One preference row (TRL's conversational format): the question as ``as_chat`` asks it, the right option
+    chosen, the option after it (cyclically) rejected."""
+    chat = as_chat(item)["messages"]
+    wrong = item["choices"][(item["label"] + 1) % len(item["choices"])]
+    return {"prompt": chat[:1], "chosen": chat[1:], "rejected": [{"role": "assistant", "content": wrong}]}
+
+
+def as_prompt(item: dict) -> dict:
+    """One GRPO row: the question as ``as_chat`` asks it, and the right option's text for an exact-match reward."""
+    chat = as_chat(item)["messages"]
+    return {"prompt": chat[:1], "answer": chat[1]["content"]}
+
+
 def write_jsonl(rows: list[dict], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

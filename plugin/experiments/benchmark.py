@@ -130,6 +130,10 @@ def _build_step(method: str, args, device: str):
         model = load_base_model(args.model_dir, load_in_4bit=True, bf16=args.compute_dtype == "bfloat16")
     else:
         model = LlamaForCausalLM(_llama_config(args)).to(device)
+    if args.rl:  # the stage's TRL trainer adds the adapter and runs its own step
+        from .rl_bench import build_rl_step
+
+        return build_rl_step(model, _peft_config(method, args.rank, args.experts, args.targets.split(",")), args)
     model = get_peft_model(model, _peft_config(method, args.rank, args.experts, args.targets.split(",")))
     for k in range(1, args.mixed):  # --mixed K: K adapters of the method, the batch's rows spread over them
         model.add_adapter(f"adapter{k}", _peft_config(method, args.rank, args.experts, args.targets.split(",")))
@@ -354,7 +358,17 @@ def run(args) -> int:
           f"r {args.rank}, N {args.experts}, targets {args.targets}"
           + (f", generating {args.generate} tokens" if args.generate else "")
           + (f", bnb nf4 base with {args.compute_dtype} compute" if args.load_in_4bit else "")
-          + (f", {args.engine} on {args.processes} processes" if args.engine else ""))
+          + (f", {args.engine} on {args.processes} processes" if args.engine else "")
+          + (f", one {args.rl} step of the package's TRL trainer" if args.rl else ""))
+    if args.rl:
+        if args.generate or args.layer_only or args.engine or args.compile or args.mixed != 1:
+            raise UserError(f"--rl {args.rl} times the trainer's whole step on one process: drop --generate, "
+                            "--layer_only, --engine, --compile and --mixed")
+        from transformers import AutoTokenizer
+
+        from ..models.embedded import embedded_model_path
+
+        args.vocab = max(args.vocab, len(AutoTokenizer.from_pretrained(embedded_model_path())))  # its rows' tokens
     if args.engine and (args.generate or args.layer_only):
         raise UserError("--engine measures training of the whole model: drop --generate / --layer_only")
     if args.mixed != 1 and (not args.generate or args.mixed < 1 or args.mixed > args.batch

@@ -51,6 +51,21 @@ def test_repeats_run_in_rounds_and_ratios_pair_each_round(tmp_path, capsys):
     assert f"| {median:.2f}x ({per_round[0]:.2f}-{per_round[1]:.2f}) |" in mor_line
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["dpo"])  # --rl grpo differs only in the trainer's config (tests/training: GRPO)
+def test_rl_step_of_each_method_against_lora(tmp_path, capsys, stage):
+    """One optimiser step of the package's DPO trainer per method, in its own process, as a ratio to LoRA."""
+    out = tmp_path / "rows.json"
+    args = ["--rl", stage, "--methods", "lora,mor", "--hidden", "32", "--layers", "1", "--batch", "2", "--seq", "8",
+            "--warmup", "0", "--steps", "1", "--json", str(out)]
+    assert bench_main(args) == 0
+    rows = json.loads(out.read_text())
+    assert [r["method"] for r in rows] == ["lora", "mor"] and all(r["step_s"] > 0 for r in rows)
+    assert rows[1]["trainable"] > rows[0]["trainable"]  # MoR's experts and router on top of the same targets
+    shown = capsys.readouterr().out
+    assert f"one {stage} step of the package's TRL trainer" in shown and "| mor |" in shown
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--methods", "mor,loratrf"], "name lora (the yardstick) and each method once"),
     (["--methods", "lora,mor,lora"], "name lora (the yardstick) and each method once"),
@@ -58,6 +73,7 @@ def test_repeats_run_in_rounds_and_ratios_pair_each_round(tmp_path, capsys):
     (["--repeats", "0"], "--repeats must be at least 1"),
     (["--mixed", "2"], "--mixed 2: K adapters in one generated batch needs --generate"),
     (["--generate", "2", "--batch", "2", "--mixed", "3"], "1 <= K <= --batch (2)"),
+    (["--rl", "dpo", "--generate", "4"], "--rl dpo times the trainer's whole step on one process"),
 ])
 def test_bad_arguments_stop_with_one_line_before_any_process_starts(argv, message, capsys):
     with pytest.raises(SystemExit) as stop:
