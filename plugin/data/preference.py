@@ -99,17 +99,20 @@ def _empty(answer) -> bool:
     return not (answer.strip() if isinstance(answer, str) else any(m["content"].strip() for m in answer))
 
 
+def _require_columns(raw: Dataset, spec: DatasetSpec, kind: str, needed: list[str], fields: str) -> None:
+    missing = [c for c in needed if c not in raw.column_names]
+    if missing:
+        raise UserError(f"dataset {spec.path} has no column '{missing[0]}' (columns: {', '.join(raw.column_names)}); "
+                        f"type: {kind} reads {', '.join(dict.fromkeys(needed))} (set {fields} to name others)")
+
+
 def _pairs(raw: Dataset, spec: DatasetSpec, kind: str) -> tuple[list[dict], _Rows]:
     prompt_col, chosen_col, rejected_col, system_col = PAIR_COLUMNS.get(kind) or PAIR_COLUMNS[kind.split(".")[-1]]
     prompt_col = spec.field_prompt or (spec.field_messages if kind == "chat_template.default" else None) or prompt_col
     chosen_col, rejected_col = spec.field_chosen or chosen_col, spec.field_rejected or rejected_col
     system_col = spec.field_system or system_col
-    needed = [prompt_col, chosen_col, rejected_col]
-    missing = [c for c in needed if c not in raw.column_names]
-    if missing:
-        raise UserError(f"dataset {spec.path} has no column '{missing[0]}' (columns: {', '.join(raw.column_names)}); "
-                        f"type: {kind} reads {', '.join(dict.fromkeys(needed))} (set field_prompt / field_chosen / "
-                        "field_rejected to name others)")
+    _require_columns(raw, spec, kind, [prompt_col, chosen_col, rejected_col], "field_prompt / field_chosen / "
+                     "field_rejected")
     rows, kept = _Rows(spec, raw.column_names), []
     chat_type = kind != "preference"  # Axolotl's types always render through the chat template
     for index, row in enumerate(raw):
@@ -143,12 +146,8 @@ def _pairs(raw: Dataset, spec: DatasetSpec, kind: str) -> tuple[list[dict], _Row
 def _kto(raw: Dataset, spec: DatasetSpec, kind: str) -> tuple[list[dict], _Rows]:
     prompt_col = spec.field_prompt or (spec.field_messages if spec.field_messages else KTO_COLUMNS[kind.split(".")[-1]])
     answer_col = spec.field_completion
-    needed = [prompt_col, spec.field_label]
-    missing = [c for c in needed if c not in raw.column_names]
-    if missing:
-        raise UserError(f"dataset {spec.path} has no column '{missing[0]}' (columns: {', '.join(raw.column_names)}); "
-                        f"type: {kind} reads {', '.join(needed)} (set field_prompt / field_completion / "
-                        "field_label to name others)")
+    _require_columns(raw, spec, kind, [prompt_col, spec.field_label], "field_prompt / field_completion / "
+                     "field_label")
     rows, kept = _Rows(spec, raw.column_names), []
     for index, row in enumerate(raw):
         try:
@@ -177,9 +176,7 @@ def _kto(raw: Dataset, spec: DatasetSpec, kind: str) -> tuple[list[dict], _Rows]
 
 def _prompts(raw: Dataset, spec: DatasetSpec) -> tuple[list[dict], _Rows]:
     column = spec.field_prompt or "prompt"
-    if column not in raw.column_names:
-        raise UserError(f"dataset {spec.path} has no column '{column}' (columns: {', '.join(raw.column_names)}); "
-                        "rl: grpo reads a prompt column (set field_prompt to name another)")
+    _require_columns(raw, spec, "prompt", [column], "field_prompt")
     rows, kept = _Rows(spec, raw.column_names), []
     for index, row in enumerate(raw):
         try:
