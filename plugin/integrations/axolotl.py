@@ -56,6 +56,9 @@ class LoRAVariantsPlugin(BasePlugin):
             if kwargs.get("use_reentrant"):
                 print(REENTRANT_SWITCHED, file=sys.stderr)
             cfg["gradient_checkpointing_kwargs"] = {**kwargs, "use_reentrant": False}
+        if cfg.get("rl"):  # Axolotl's RL builder takes a plugin's trainer class without its arguments (model, ref)
+            _refuse(f"rl: {cfg['rl']} with adapter: {adapter} under axolotl: Axolotl's preference trainers would drop "
+                    "the adapter's auxiliary losses; run the same YAML with python -m plugin.train (docs/preference.md)")
         if cfg.get("merge_lora"):  # set by `axolotl merge-lora`
             if adapter.upper() not in MERGEABLE:
                 _refuse(NOT_A_DELTA.format(method=adapter.upper(), why=WHY[adapter.upper()]))

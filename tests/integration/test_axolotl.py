@@ -208,3 +208,15 @@ def test_axolotl_inference_generates_with_our_adapter(tmp_path, tiny_model_dir, 
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"loaded the mor adapter from {adapter}" in proc.stderr
     assert proc.stdout.count("=" * 80) >= 3  # the prompt was read and an answer printed
+
+
+def test_rl_under_axolotl_is_refused_for_our_adapters(capsys):
+    """Axolotl's RL builder hands a plugin's trainer class no model or reference: refused in one line, pointing to
+    plugin.train, which runs the same YAML with the auxiliary losses."""
+    from plugin.integrations.axolotl import LoRAVariantsPlugin
+
+    with pytest.raises(SystemExit) as stop:
+        LoRAVariantsPlugin().register({"adapter": "mor", "rl": "dpo"})
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "python -m plugin.train" in err[0] and err[0].startswith("error: rl: dpo")
