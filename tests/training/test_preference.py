@@ -36,8 +36,8 @@ def _datasets():
     }
 
 
-def _trainer(stage: str, model_dir, peft_config, tmp_path, ga: int = 1, callbacks=(), **config):
-    """One of the package's trainers on the tiny model, as a Python user builds it (no plugin.train)."""
+def _trainer(stage: str, model_dir, peft_config, tmp_path, ga: int = 1, callbacks=(), trainer_cls=None, **config):
+    """One of the package's trainers (or ``trainer_cls``) on the tiny model, as a Python user builds it."""
     from trl import DPOConfig, GRPOConfig, KTOConfig, RLOOConfig
     from trl.experimental.cpo import CPOConfig
     from trl.experimental.orpo import ORPOConfig
@@ -51,15 +51,15 @@ def _trainer(stage: str, model_dir, peft_config, tmp_path, ga: int = 1, callback
         "grpo": (plugin.GRPOTrainer, GRPOConfig, "prompts", {"num_generations": 2, "max_completion_length": 6}),
         "rloo": (plugin.RLOOTrainer, RLOOConfig, "prompts", {"num_generations": 2, "max_completion_length": 6}),
     }[stage]
-    args = args_cls(output_dir=str(tmp_path / f"{stage}_{ga}"), per_device_train_batch_size=2,
-                    gradient_accumulation_steps=ga, max_steps=1, learning_rate=1e-3, max_grad_norm=0.0,
-                    bf16=False, gradient_checkpointing=False, report_to="none", save_strategy="no", seed=0,
-                    use_cpu=True, logging_steps=1, **{**extra, **config})
+    args = args_cls(**{**dict(output_dir=str(tmp_path / f"{stage}_{ga}"), per_device_train_batch_size=2,
+                              gradient_accumulation_steps=ga, max_steps=1, learning_rate=1e-3, max_grad_norm=0.0,
+                              bf16=False, gradient_checkpointing=False, report_to="none", save_strategy="no", seed=0,
+                              use_cpu=True, logging_steps=1), **extra, **config})
     kwargs = {"reward_funcs": [length_reward]} if stage in ("grpo", "rloo") else {}
     torch.manual_seed(0)
-    return cls(model=AutoModelForCausalLM.from_pretrained(model_dir), args=args, train_dataset=data[rows],
-               processing_class=AutoTokenizer.from_pretrained(model_dir), peft_config=peft_config,
-               callbacks=list(callbacks), **kwargs)
+    return (trainer_cls or cls)(model=AutoModelForCausalLM.from_pretrained(model_dir), args=args,
+                                train_dataset=data[rows], processing_class=AutoTokenizer.from_pretrained(model_dir),
+                                peft_config=peft_config, callbacks=list(callbacks), **kwargs)
 
 
 STAGES = ["dpo", "kto", "orpo", "simpo", "grpo", "rloo"]
@@ -133,6 +133,27 @@ def test_generation_takes_the_inference_path_and_records_nothing(tiny_model_dir,
     # the sampling forwards ran in eval mode (one per decoded token), the loss forward in train mode
     assert modes.count(False) >= 6 and True in modes
     assert not layer.pending_aux.get("default")  # the loss forward's term was handed out
+
+
+@pytest.mark.slow
+def test_a_plain_trl_trainer_says_once_that_the_term_is_not_applied(tiny_model_dir, tmp_path):
+    import warnings
+
+    from trl import DPOTrainer
+
+    from plugin.tuners.base import UnappliedAuxLoss
+
+    trainer = _trainer("dpo", tiny_model_dir, method_config("mplora", num_paths=2), tmp_path, trainer_cls=DPOTrainer,
+                       max_steps=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # Python's own default: once per place
+        trainer.train()
+    said = [w for w in caught if issubclass(w.category, UnappliedAuxLoss)]
+    assert len(said) == 1 and "plugin.DPOTrainer" in str(said[0].message)
+    with warnings.catch_warnings(record=True) as caught:  # the package's trainer hands every term out
+        warnings.simplefilter("always")
+        _trainer("dpo", tiny_model_dir, method_config("mplora", num_paths=2), tmp_path, max_steps=3).train()
+    assert not [w for w in caught if issubclass(w.category, UnappliedAuxLoss)]
 
 
 def _pairs_file(tmp_path, rows=None):
