@@ -21,7 +21,7 @@ register()
 TRAINERS = {"SFTTrainer": "trainer.AuxLossSFTTrainer", "DPOTrainer": "preference.AuxLossDPOTrainer",
             "KTOTrainer": "preference.AuxLossKTOTrainer", "ORPOTrainer": "preference.AuxLossORPOTrainer",
             "CPOTrainer": "preference.AuxLossCPOTrainer", "GRPOTrainer": "preference.AuxLossGRPOTrainer",
-            "RLOOTrainer": "preference.AuxLossRLOOTrainer"}
+            "RLOOTrainer": "preference.AuxLossRLOOTrainer", "RewardTrainer": "preference.AuxLossRewardTrainer"}
 
 
 def __getattr__(name: str):

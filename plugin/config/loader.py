@@ -191,11 +191,11 @@ def _canonical_keys(raw: dict, spelled: dict) -> dict:
                 raise UserError(f"quantization_bit must be 4 or 8, got {value!r}")
             key, value = f"load_in_{value}bit", True
         elif key == "stage":  # LLaMA-Factory: sft, pt = plain-text training (its datasets read as text), dpo, kto
-            if value in ("dpo", "kto"):
+            if value in ("dpo", "kto", "rm"):
                 key, value = "rl", _llamafactory_rl(value, raw.get("pref_loss", "sigmoid"))
             elif value not in ("sft", "pt"):
-                raise UserError(f"stage: {value}: sft, pt, dpo and kto run here; reward-model and PPO stages do not "
-                                "(for online RL use Axolotl's rl: grpo with trl.reward_funcs)")
+                raise UserError(f"stage: {value}: sft, pt, dpo, kto and rm run here; PPO does not (for online RL use "
+                                "Axolotl's rl: grpo with trl.reward_funcs)")
         elif key == "pref_loss":
             continue  # read with stage
         elif key == "do_train":  # LLaMA-Factory
@@ -238,8 +238,8 @@ PREF_LOSSES = {"sigmoid": "dpo", "ipo": "ipo", "orpo": "orpo", "simpo": "simpo"}
 
 
 def _llamafactory_rl(stage: str, pref_loss: str) -> str:
-    if stage == "kto":
-        return "kto"
+    if stage in ("kto", "rm"):
+        return stage
     if pref_loss not in PREF_LOSSES:
         raise UserError(f"pref_loss: {pref_loss}: choose one of {', '.join(PREF_LOSSES)} (hinge, kto_pair and bco "
                         "are not supported)")
@@ -445,6 +445,9 @@ def _check_rl(cfg: TrainConfig, explicit_keys: list[str]) -> None:
             raise UserError(f"dataset type {rl_types[0]} holds preference data, read by rl: (dpo, kto, ...); set rl: "
                             "or use an SFT type (messages, sharegpt, alpaca, text)")
         return
+    if cfg.rl == "rm" and cfg.eval is not None:
+        raise UserError("eval: scores a language model with lm-eval; rl: rm trains a reward model (one score per "
+                        "text): drop the eval: section")
     if cfg.task != "causal_lm" or cfg.adapter == "full":
         raise UserError(f"rl: {cfg.rl} trains an adapter on a causal LM: drop task / adapter: full")
     if cfg.sample_packing:

@@ -125,7 +125,7 @@ _HUB_SECRET = "a hub token in the YAML is not supported: set HF_TOKEN in the env
 REFUSED_WHEN_ON = {
     **_each(_PREFERENCE, "center_rewards_coefficient dpo_beta dpo_generate_during_eval dpo_loss_type "
                          "dpo_loss_weights dpo_norm_loss dpo_padding_free dpo_use_liger_kernel dpo_use_logits_to_keep "
-                         "dpo_use_weighting precompute_ref_log_probs process_reward_model reward_model vllm "
+                         "dpo_use_weighting precompute_ref_log_probs process_reward_model vllm "
                          "max_prompt_len ebft ppo_buffer_size ppo_epochs ppo_score_norm ppo_target "
                          "ppo_whiten_rewards pref_bco_weight ref_model ref_model_adapters ref_model_quantization_bit "
                          "reward_model_adapters reward_model_quantization_bit reward_model_type ld_alpha"),
@@ -246,6 +246,7 @@ TRANSLATED = {
     "eager_attention": ("attn_implementation", {True: "eager", False: DROP}),
     "flex_attention": ("attn_implementation", {True: "flex_attention", False: DROP}),
     "disable_gradient_checkpointing": ("gradient_checkpointing", {True: False, False: DROP}),
+    "reward_model": ("rl", {True: "rm", False: DROP}),  # Axolotl: train a reward model
     "auto_resume_from_checkpoints": ("resume_from_checkpoint", {True: "auto", False: DROP}),
     "quantization_method": ("load_in_4bit", {"bnb": DROP, "bitsandbytes": DROP}),
     "quantization_type": ("load_in_4bit", {"nf4": DROP}),

@@ -40,7 +40,8 @@ def peft_config_from_keys(keys: dict) -> PeftConfig:
     if keys.get("lora_target_linear") or common["target_modules"] in [[name] for name in ALL_LINEAR]:
         common["target_modules"] = "all-linear"  # PEFT's own shorthand: every linear layer but the output head
     # SEQ_CLS: PEFT trains and saves the new classifier head too (modules_to_save classifier / score)
-    common["task_type"] = "SEQ_CLS" if keys.get("task") == "sequence_classification" else "CAUSAL_LM"
+    common["task_type"] = "SEQ_CLS" if keys.get("task") == "sequence_classification" or keys.get("rl") == "rm" \
+        else "CAUSAL_LM"
     adapter = keys.get("adapter") or defaults["adapter"]
     if adapter == "lora":
         return LoraConfig(**{**common, "target_modules": common["target_modules"] or "all-linear"})

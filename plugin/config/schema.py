@@ -18,7 +18,7 @@ TEXT_TYPES = ("text", "completion")  # dataset types trained as plain text
 # our chat roles and the names data uses for them (Axolotl's defaults); a dataset's own ``roles:`` replaces them
 # the rl: stages, and the row formats they read: TRL's own (preference, kto, prompt) and Axolotl's DPO / KTO types
 # (chatml.* and llama3.* read the same columns: rendering is the chat template's job here)
-RL_STAGES = ("dpo", "ipo", "kto", "orpo", "simpo", "grpo")
+RL_STAGES = ("dpo", "ipo", "kto", "orpo", "simpo", "grpo", "rm")
 _AXOLOTL_RL_TYPES = ("intel", "icr", "prompt_pairs", "ultra", "argilla", "argilla_chat")
 RL_TYPES = ("preference", "kto", "prompt", "chat_template.default", "chat_template.argilla", "chat_template.argilla_chat",
             *(f"{t}.{kind}" for t in ("chatml", "llama3") for kind in _AXOLOTL_RL_TYPES))
@@ -222,10 +222,11 @@ class TrainConfig:
         "working directory (Axolotl's deepspeed_configs/*.json and LLaMA-Factory's examples/deepspeed/*.json names "
         "fall back to copies shipped here), or an inline mapping; launch with torchrun, accelerate launch or deepspeed")
     # preference and RL stages (TRL's trainers; docs/preference.md)
-    rl: Optional[Literal["dpo", "ipo", "kto", "orpo", "simpo", "grpo"]] = option(
+    rl: Optional[Literal[RL_STAGES]] = option(
         "preference", None, "train on preferences instead of SFT: dpo, ipo (DPO's IPO loss), kto (unpaired "
         "good/bad answers), orpo and simpo (no reference model), grpo (online: sampled completions scored by "
-        "trl.reward_funcs); LLaMA-Factory's stage: dpo / kto and pref_loss map here")
+        "trl.reward_funcs), rm (a reward model: the base with a one-score head, chosen scored above rejected); "
+        "LLaMA-Factory's stage: dpo / kto / rm and pref_loss, Axolotl's reward_model: true map here")
     rl_beta: Optional[float] = option(
         "preference", None, "beta: DPO/IPO/KTO's strength of the pull towards the reference (TRL's default 0.1), "
         "SimPO's reward scale (the paper's 2.0; TRL's default 0.1), GRPO's KL coefficient (default 0)")

@@ -35,7 +35,8 @@ KTO_COLUMNS = {"kto": "prompt", "intel": "question", "argilla": "instruction", "
 STAGE_TYPES = {"pairs": [t for t in RL_TYPES if t in PAIR_COLUMNS or t.split(".")[-1] in PAIR_COLUMNS],
                "kto": [t for t in RL_TYPES if t.split(".")[-1] in KTO_COLUMNS], "prompt": ["prompt"]}
 # what each stage reads when a dataset's type is left at its default
-STAGE_FORMAT = {"dpo": "pairs", "ipo": "pairs", "orpo": "pairs", "simpo": "pairs", "kto": "kto", "grpo": "prompt"}
+STAGE_FORMAT = {"dpo": "pairs", "ipo": "pairs", "orpo": "pairs", "simpo": "pairs", "rm": "pairs", "kto": "kto",
+                "grpo": "prompt"}
 DEFAULT_TYPE = {"pairs": "preference", "kto": "kto", "prompt": "prompt"}
 
 

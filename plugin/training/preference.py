@@ -3,7 +3,7 @@ from the YAML.
 
 dpo and ipo run TRL's DPOTrainer (loss_type sigmoid / ipo, with an NLL term on the chosen answers at rpo_alpha),
 kto its KTOTrainer, orpo and simpo the experimental ORPO and CPO trainers (no reference model), grpo its
-GRPOTrainer. The reference of DPO, IPO, KTO and GRPO is the base with the adapters disabled: the trainers get the base
+GRPOTrainer, rm its RewardTrainer. The reference of DPO, IPO, KTO and GRPO is the base with the adapters disabled: the trainers get the base
 and the PEFT config, so TRL makes no second copy of the adapter.
 """
 
@@ -12,7 +12,8 @@ from __future__ import annotations
 import importlib
 import warnings
 
-from trl import DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, KTOConfig, KTOTrainer, RLOOTrainer
+from trl import (DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, KTOConfig, KTOTrainer, RewardConfig, RewardTrainer,
+                 RLOOTrainer)
 
 with warnings.catch_warnings():  # TRL warns on every import of its experimental trainers
     warnings.simplefilter("ignore")
@@ -55,6 +56,10 @@ class AuxLossCPOTrainer(AuxLossMixin, CPOTrainer):
     """TRL's (experimental) CPOTrainer (CPO, SimPO) with the adapters' auxiliary losses."""
 
 
+class AuxLossRewardTrainer(AuxLossMixin, RewardTrainer):
+    """TRL's RewardTrainer (a one-score head, Bradley-Terry on chosen over rejected) with the auxiliary losses."""
+
+
 class AuxLossGRPOTrainer(EvalModeGeneration, AuxLossMixin, GRPOTrainer):
     """TRL's GRPOTrainer with the adapters' auxiliary losses, sampling through the adapters' inference path."""
 
@@ -64,7 +69,8 @@ class AuxLossRLOOTrainer(EvalModeGeneration, AuxLossMixin, RLOOTrainer):
 
 
 TRAINERS = {"dpo": AuxLossDPOTrainer, "ipo": AuxLossDPOTrainer, "kto": AuxLossKTOTrainer,
-            "orpo": AuxLossORPOTrainer, "simpo": AuxLossCPOTrainer, "grpo": AuxLossGRPOTrainer}
+            "orpo": AuxLossORPOTrainer, "simpo": AuxLossCPOTrainer, "grpo": AuxLossGRPOTrainer,
+            "rm": AuxLossRewardTrainer}
 
 
 def _dpo_losses(cfg: TrainConfig, loss: str) -> dict:
@@ -89,6 +95,8 @@ def preference_arguments(cfg: TrainConfig, has_eval: bool, use_cpu: bool):
     if cfg.rl == "simpo":
         return CPOConfig(**common, **beta, loss_type="simpo", simpo_gamma=cfg.simpo_gamma, cpo_alpha=cfg.cpo_alpha,
                          max_length=cfg.sequence_len)
+    if cfg.rl == "rm":
+        return RewardConfig(**common, max_length=cfg.sequence_len)
     trl = cfg.trl
     kl = trl.beta if trl.beta is not None else cfg.rl_beta if cfg.rl_beta is not None else 0.0
     return GRPOConfig(**common, beta=kl, num_generations=trl.num_generations,

@@ -76,7 +76,7 @@ def train(cfg: TrainConfig) -> Path:
         gradient_checkpointing=bool(cfg.gradient_checkpointing),
         trust_remote_code=cfg.trust_remote_code,
         attn_implementation=cfg.attn_implementation,
-        num_labels=cfg.num_labels,
+        num_labels=1 if cfg.rl == "rm" else cfg.num_labels,  # a reward model: one score per text
     )
     check_target_modules(model, cfg.lora_target_modules)
     check_modules_to_save(model, cfg.lora_modules_to_save)

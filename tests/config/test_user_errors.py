@@ -95,7 +95,7 @@ CASES = [
     ("deepspeed file missing", {"deepspeed": "ds.json"}, "deepspeed: ds.json: no such file (a relative path is read from", None),
     ("deepspeed file not JSON", {}, "bad_ds.json is not readable JSON", _bad_deepspeed_json),
     ("special token not in the vocabulary", {"special_tokens": {"pad_token": "<|nope|>"}}, "special_tokens: pad_token '<|nope|>' is not in the tokenizer's vocabulary", None),
-    ("reward-model stage", {"stage": "rm"}, "stage: rm: sft, pt, dpo and kto run here; reward-model and PPO stages do not", None),
+    ("PPO stage", {"stage": "ppo"}, "stage: ppo: sft, pt, dpo, kto and rm run here; PPO does not", None),
     ("do_train false", {"do_train": False}, "do_train: false: plugin.train always trains", None),
     ("constant-then-cosine schedule", {"cosine_constant_lr_ratio": 0.8}, "cosine_constant_lr_ratio: 0.8: Axolotl's constant-then-cosine schedule", None),
     ("eot token not in the vocabulary", {"eot_tokens": ["<end_of_turn>"]}, "eot_tokens: '<end_of_turn>' is not a token of this tokenizer", None),

@@ -38,7 +38,8 @@ def _datasets():
 
 def _trainer(stage: str, model_dir, peft_config, tmp_path, ga: int = 1, callbacks=(), trainer_cls=None, **config):
     """One of the package's trainers (or ``trainer_cls``) on the tiny model, as a Python user builds it."""
-    from trl import DPOConfig, GRPOConfig, KTOConfig, RLOOConfig
+    from transformers import AutoModelForSequenceClassification
+    from trl import DPOConfig, GRPOConfig, KTOConfig, RewardConfig, RLOOConfig
     from trl.experimental.cpo import CPOConfig
     from trl.experimental.orpo import ORPOConfig
 
@@ -50,6 +51,7 @@ def _trainer(stage: str, model_dir, peft_config, tmp_path, ga: int = 1, callback
         "simpo": (plugin.CPOTrainer, CPOConfig, "pairs", {"loss_type": "simpo"}),
         "grpo": (plugin.GRPOTrainer, GRPOConfig, "prompts", {"num_generations": 2, "max_completion_length": 6}),
         "rloo": (plugin.RLOOTrainer, RLOOConfig, "prompts", {"num_generations": 2, "max_completion_length": 6}),
+        "rm": (plugin.RewardTrainer, RewardConfig, "pairs", {}),
     }[stage]
     args = args_cls(**{**dict(output_dir=str(tmp_path / f"{stage}_{ga}"), per_device_train_batch_size=2,
                               gradient_accumulation_steps=ga, max_steps=1, learning_rate=1e-3, max_grad_norm=0.0,
@@ -57,12 +59,16 @@ def _trainer(stage: str, model_dir, peft_config, tmp_path, ga: int = 1, callback
                               use_cpu=True, logging_steps=1), **extra, **config})
     kwargs = {"reward_funcs": [length_reward]} if stage in ("grpo", "rloo") else {}
     torch.manual_seed(0)
-    return (trainer_cls or cls)(model=AutoModelForCausalLM.from_pretrained(model_dir), args=args,
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1) if stage == "rm" else \
+        AutoModelForCausalLM.from_pretrained(model_dir)
+    if stage == "rm":
+        peft_config.task_type = "SEQ_CLS"  # PEFT trains the new score head too (modules_to_save)
+    return (trainer_cls or cls)(model=model, args=args,
                                 train_dataset=data[rows], processing_class=AutoTokenizer.from_pretrained(model_dir),
                                 peft_config=peft_config, callbacks=list(callbacks), **kwargs)
 
 
-STAGES = ["dpo", "kto", "orpo", "simpo", "grpo", "rloo"]
+STAGES = ["dpo", "kto", "orpo", "simpo", "grpo", "rloo", "rm"]
 
 
 @pytest.mark.slow
@@ -250,7 +256,8 @@ def test_llamafactory_dpo_and_kto_examples_mean_what_upstream_means(monkeypatch)
     ({"rl": "kto", "micro_batch_size": 1}, "set micro_batch_size: 2 or more"),
     ({"rl": "grpo"}, "add trl: {reward_funcs"),
     ({"rl": "grpo", "trl": {"reward_funcs": ["m.f"], "use_vllm": True}}, "trl.use_vllm"),
-    ({"stage": "rm"}, "stage: rm: sft, pt, dpo and kto run here"),
+    ({"stage": "ppo"}, "stage: ppo: sft, pt, dpo, kto and rm run here"),
+    ({"stage": "rm", "eval": {"tasks": ["piqa"]}}, "rl: rm trains a reward model"),
     ({"stage": "dpo", "pref_loss": "hinge"}, "pref_loss: hinge: choose one of sigmoid, ipo, orpo, simpo"),
     ({"rl": "dpo", "datasets": [{"path": "d.jsonl", "type": "alpaca"}]}, "type: alpaca is not a format rl: dpo reads"),
     ({"datasets": [{"path": "d.jsonl", "type": "chatml.intel"}]}, "holds preference data, read by rl:"),
@@ -370,3 +377,13 @@ def test_dpo_from_an_sft_adapter_continues_it_with_it_as_the_reference(base_cfg,
     assert list(model.peft_config) == ["default"] and type(model.peft_config["default"]) is plugin.MPLoraConfig
     before, after = adapter_weights(sft), adapter_weights(out)
     assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_reward_model_keys_of_both_tools(tmp_path):
+    data = _pairs_file(tmp_path)
+    for keys in ({"stage": "rm"}, {"reward_model": True}, {"rl": "rm"}):
+        cfg = load_config(None, {"datasets": [{"path": str(data)}], **keys})
+        assert cfg.rl == "rm" and load_preference_data(cfg)[0].column_names == ["prompt", "chosen", "rejected"]
+    from plugin.config.peft_mapping import build_peft_config
+
+    assert build_peft_config(cfg).task_type == "SEQ_CLS"  # the score head trains and is saved with the adapter
