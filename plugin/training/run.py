@@ -105,17 +105,15 @@ def train(cfg: TrainConfig) -> Path:
         else:
             args = training_arguments(cfg, eval_data is not None, use_cpu)
             check_optimizer(args)
-        common = dict(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data,
-                      processing_class=tokenizer, **callbacks)
-        if cfg.rl:
-            pass
-        elif cfg.task == "sequence_classification":
-            from transformers import DataCollatorWithPadding
+            common = dict(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data,
+                          processing_class=tokenizer, **callbacks)
+            if cfg.task == "sequence_classification":
+                from transformers import DataCollatorWithPadding
 
-            trainer = AuxLossTrainer(**common, data_collator=DataCollatorWithPadding(tokenizer),
-                                     compute_metrics=classification_metrics(cfg.num_labels))
-        else:
-            trainer = AuxLossSFTTrainer(**common)
+                trainer = AuxLossTrainer(**common, data_collator=DataCollatorWithPadding(tokenizer),
+                                         compute_metrics=classification_metrics(cfg.num_labels))
+            else:
+                trainer = AuxLossSFTTrainer(**common)
     except (ValueError, RuntimeError) as err:  # an unknown lr_scheduler or optimizer, report_to without its package
         raise _invalid_value(err) from None
     if state.is_main_process:  # everything is validated: only now is the folder taken (and an old run cleared)
