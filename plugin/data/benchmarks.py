@@ -156,9 +156,10 @@ def as_preference(item: dict) -> dict:
 
 
 def as_prompt(item: dict) -> dict:
-    """One GRPO row: the question as ``as_chat`` asks it, and the right option's text for an exact-match reward."""
+    """One GRPO row: the question as ``as_chat`` asks it, the right option's text and the options, for a verifiable
+    reward (``plugin.training.rewards``)."""
     chat = as_chat(item)["messages"]
-    return {"prompt": chat[:1], "answer": chat[1]["content"]}
+    return {"prompt": chat[:1], "answer": chat[1]["content"], "choices": item["choices"]}
 
 
 def write_jsonl(rows: list[dict], path: str | Path) -> Path:

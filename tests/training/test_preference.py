@@ -387,3 +387,13 @@ def test_reward_model_keys_of_both_tools(tmp_path):
     from plugin.config.peft_mapping import build_peft_config
 
     assert build_peft_config(cfg).task_type == "SEQ_CLS"  # the score head trains and is saved with the adapter
+
+
+def test_shipped_verifiable_rewards():
+    from plugin.training.rewards import chosen_option, exact_answer
+
+    chat = [[{"role": "assistant", "content": "It is the Television."}]]
+    assert chosen_option(chat, ["television"], [["radio", "television"]]) == [1.0]
+    assert chosen_option(["radio or television"], ["television"], [["radio", "television"]]) == [0.0]  # both named
+    assert chosen_option(["a radio"], ["television"], [["radio", "television"]]) == [0.0]
+    assert exact_answer([" Television\n", "the television"], ["television", "television"]) == [1.0, 0.0]
