@@ -462,6 +462,8 @@ def _check_rl(cfg: TrainConfig, explicit_keys: list[str]) -> None:
         if cfg.trl is None or not cfg.trl.reward_funcs:
             raise UserError("rl: grpo scores sampled completions with reward functions: add trl: {reward_funcs: "
                             "[module.function]} (docs/preference.md)")
+        if None not in (cfg.trl.beta, cfg.rl_beta) and cfg.trl.beta != cfg.rl_beta:
+            raise UserError(f"trl.beta ({cfg.trl.beta}) and rl_beta ({cfg.rl_beta}) are the same setting; keep one")
         if cfg.trl.use_vllm:
             raise UserError("trl.use_vllm: generating with vLLM is not supported here: GRPO samples inside the "
                             "trainer; drop use_vllm")

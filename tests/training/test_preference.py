@@ -256,6 +256,7 @@ def test_llamafactory_dpo_and_kto_examples_mean_what_upstream_means(monkeypatch)
     ({"rl": "kto", "micro_batch_size": 1}, "set micro_batch_size: 2 or more"),
     ({"rl": "grpo"}, "add trl: {reward_funcs"),
     ({"rl": "grpo", "trl": {"reward_funcs": ["m.f"], "use_vllm": True}}, "trl.use_vllm"),
+    ({"rl": "grpo", "rl_beta": 0.1, "trl": {"reward_funcs": ["m.f"], "beta": 0.2}}, "are the same setting"),
     ({"stage": "ppo"}, "stage: ppo: sft, pt, dpo, kto and rm run here"),
     ({"stage": "rm", "eval": {"tasks": ["piqa"]}}, "rl: rm trains a reward model"),
     ({"stage": "dpo", "pref_loss": "hinge"}, "pref_loss: hinge: choose one of sigmoid, ipo, orpo, simpo"),
