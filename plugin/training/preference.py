@@ -3,8 +3,8 @@ from the YAML.
 
 dpo and ipo run TRL's DPOTrainer (loss_type sigmoid / ipo, with an NLL term on the chosen answers at rpo_alpha),
 kto its KTOTrainer, orpo and simpo the experimental ORPO and CPO trainers (no reference model), grpo its
-GRPOTrainer, rm its RewardTrainer. The reference of DPO, IPO, KTO and GRPO is the base with the adapters disabled: the trainers get the base
-and the PEFT config, so TRL makes no second copy of the adapter.
+GRPOTrainer, rm its RewardTrainer. The reference of DPO, IPO, KTO and GRPO is the base with the adapters disabled:
+the trainers get the base and the PEFT config, so TRL makes no second copy of the adapter.
 """
 
 from __future__ import annotations
