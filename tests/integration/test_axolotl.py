@@ -4,8 +4,8 @@ Runs on Axolotl's stack, where CI runs it (``bash scripts/setup_axolotl.sh``, th
 pytest tests/integration``; docs/axolotl.md); skipped in the main environment, which lacks Axolotl.
 """
 
+import importlib
 import importlib.util
-
 import json
 import os
 import subprocess
@@ -17,16 +17,16 @@ from ..helpers import REPO
 
 VENV = REPO / ".venv-axolotl"
 PEER = REPO / "tests" / "fixtures" / "peer_configs"
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.axolotl, pytest.mark.skipif(
     importlib.util.find_spec("axolotl") is None or not (VENV / "bin" / "axolotl").exists(),
     reason="runs on Axolotl's stack: bash scripts/setup_axolotl.sh && .venv-axolotl/bin/python -m pytest "
            "tests/integration")]
 
 METHOD_KEYS = {
-    # gradient_checkpointing without kwargs: Axolotl would default to reentrant checkpointing, under which the
-    # auxiliary losses get no gradient (plugin.weighted_aux_loss stops); the plugin must switch it off
+    # reentrant checkpointing (Axolotl's default without kwargs, and asked for here) would run the forward without
+    # gradients and drop the auxiliary losses' (plugin.weighted_aux_loss stops); the plugin must switch it off
     "mplora": {"lora_target_modules": ["q_proj", "v_proj"], "mplora_num_paths": 2, "mplora_orth_weight": 1.0,
-               "gradient_checkpointing": True},
+               "gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": True}},
     "mor": {"lora_target_modules": ["gate_proj", "up_proj", "down_proj"], "mor_num_experts": 3,
             "mor_router_aux_loss_coef": 0.01, "gradient_checkpointing": True},
     "loratrf": {"lora_target_modules": ["o_proj", "up_proj", "down_proj"], "loratrf_mode": "output",
@@ -72,47 +72,32 @@ def test_axolotl_train_with_our_plugin(tmp_path, tiny_model_dir, chat_file, adap
     if adapter in LOGGED_TERM:  # aux term in Axolotl's logs, per-layer telemetry beside the adapter
         assert f"'{LOGGED_TERM[adapter]}'" in proc.stdout + proc.stderr
         assert (out / "telemetry.jsonl").is_file()
-    # the adapter trained under Axolotl's pinned PEFT loads in Axolotl's environment after `import plugin`
-    load = ("import sys, plugin; from peft import PeftModel; from transformers import AutoModelForCausalLM; "
-            "m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(sys.argv[1]), sys.argv[2]); "
-            "print(type(m.base_model).__name__)")
-    loaded = subprocess.run([str(VENV / "bin" / "python"), "-c", load, str(tiny_model_dir), str(out)],
-                            env=_env(), capture_output=True, text=True, timeout=300)
-    assert loaded.returncode == 0, loaded.stderr[-2000:]
-    assert loaded.stdout.split()[-1] == {"mplora": "MPLoraModel", "mor": "MoRModel", "loratrf": "LoRATRFModel"}[adapter]
+    if adapter == "mplora":  # the asked-for reentrant checkpointing is run non-reentrant, with a note
+        assert "use_reentrant: true is run as use_reentrant: false" in proc.stderr
+    # the adapter trained under Axolotl's pinned PEFT loads in Axolotl's environment (this test's own)
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out)
+    assert type(loaded.base_model).__name__ == {"mplora": "MPLoraModel", "mor": "MoRModel",
+                                                "loratrf": "LoRATRFModel"}[adapter]
 
 
-def test_reentrant_checkpointing_is_switched_with_a_note(tmp_path, tiny_model_dir, chat_file):
-    """Reentrant checkpointing would run the forward without gradients and drop the orthogonality loss's: the plugin
-    runs the non-reentrant kind, says so, and the auxiliary term is trained (logged) as without checkpointing."""
-    cfg = _axolotl_yaml(tmp_path, tiny_model_dir, chat_file, "mplora")
-    keys = yaml.safe_load(cfg.read_text())
-    keys["gradient_checkpointing_kwargs"] = {"use_reentrant": True}
-    cfg.write_text(yaml.safe_dump(keys))
-    proc = subprocess.run(["axolotl", "train", str(cfg)], cwd=tmp_path, env=_env(), capture_output=True, text=True,
-                          timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "use_reentrant: true is run as use_reentrant: false" in proc.stderr
-    assert "'orth_loss'" in proc.stdout + proc.stderr
-
-
-def test_plugin_args_validate_through_axolotl(tmp_path):
+def test_plugin_args_validate_through_axolotl():
     """Our keys go through Axolotl's own pydantic validation, bad values are rejected there."""
-    script = (
-        "from axolotl.integrations.base import PluginManager, BasePlugin\n"
-        "import importlib, pydantic\n"
-        "from plugin.integrations.axolotl import LoRAVariantsPlugin, LoRAVariantsArgs\n"
-        "assert issubclass(LoRAVariantsPlugin, BasePlugin)\n"
-        "p = LoRAVariantsPlugin(); mod, _, cls = p.get_input_args().rpartition('.')\n"
-        "assert getattr(importlib.import_module(mod), cls) is LoRAVariantsArgs\n"
-        "assert [c.name for c in p.get_adapter_capabilities()] == ['mplora', 'mor', 'loratrf']\n"
-        "LoRAVariantsArgs(mor_num_experts=4)\n"
-        "try:\n    LoRAVariantsArgs(loratrf_mode='sideways')\nexcept pydantic.ValidationError:\n    print('rejected')\n"
-    )
-    proc = subprocess.run([str(VENV / "bin" / "python"), "-c", script], env=_env(), capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip().endswith("rejected")
+    import pydantic
+    from axolotl.integrations.base import BasePlugin
+
+    from plugin.integrations.axolotl import LoRAVariantsArgs, LoRAVariantsPlugin
+
+    plugin = LoRAVariantsPlugin()
+    assert isinstance(plugin, BasePlugin)
+    module, _, cls = plugin.get_input_args().rpartition(".")
+    assert getattr(importlib.import_module(module), cls) is LoRAVariantsArgs
+    assert [c.name for c in plugin.get_adapter_capabilities()] == ["mplora", "mor", "loratrf"]
+    assert LoRAVariantsArgs(mor_num_experts=4).mor_num_experts == 4
+    with pytest.raises(pydantic.ValidationError, match="loratrf_mode"):
+        LoRAVariantsArgs(loratrf_mode="sideways")
 
 
 # Axolotl's own example YAMLs (verbatim in tests/fixtures/peer_configs/axolotl): replaced are the base model, the
@@ -143,23 +128,18 @@ def test_axolotl_example_yaml_trains_with_mor(tmp_path, tiny_model_dir, example)
     assert saved["peft_type"] == "MOR" and saved["r"] == 32
 
 
-# an adapter saved in Axolotl's environment with non-zero B (init_weights=False), so a merge that drops it shows
-_SAVE_ADAPTER = (
-    "import sys, plugin; from peft import get_peft_model; from transformers import AutoModelForCausalLM\n"
-    "from plugin.tuners import METHODS\n"
-    "config_cls = METHODS[sys.argv[3]][0]\n"
-    "model = get_peft_model(AutoModelForCausalLM.from_pretrained(sys.argv[1]), config_cls(r=4, lora_alpha=8, "
-    "target_modules=['q_proj', 'v_proj', 'down_proj'], init_weights=False))\n"
-    "model.save_pretrained(sys.argv[2])\n"
-)
-
-
 def _saved_adapter(tmp_path, tiny_model_dir, adapter):
-    folder = tmp_path / "adapter"
-    proc = subprocess.run([str(VENV / "bin" / "python"), "-c", _SAVE_ADAPTER, str(tiny_model_dir), str(folder),
-                           adapter], env=_env(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return folder
+    """An adapter saved in Axolotl's environment with non-zero B (init_weights=False), so a merge that drops it
+    shows."""
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from plugin.tuners import METHODS
+
+    config = METHODS[adapter][0](r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
+                                 init_weights=False)
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), config).save_pretrained(tmp_path / "adapter")
+    return tmp_path / "adapter"
 
 
 def test_axolotl_merge_lora_merges_mplora_exactly(tmp_path, tiny_model_dir, chat_file):
