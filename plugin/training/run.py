@@ -115,7 +115,7 @@ def train(cfg: TrainConfig) -> Path:
             else:
                 trainer = AuxLossSFTTrainer(**common)
     except (ValueError, RuntimeError) as err:  # an unknown lr_scheduler or optimizer, report_to without its package
-        if isinstance(err.__cause__, ImportError):  # a library that fails to import: its traceback says why
+        if err.__cause__ is not None:  # a library failing inside (a module that does not import): its traceback says why
             raise
         raise _invalid_value(err) from None
     if state.is_main_process:  # everything is validated: only now is the folder taken (and an old run cleared)
