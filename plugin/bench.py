@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from .experiments.benchmark import GENERATE_METHODS, LLAMA_LINEARS, METHODS, run
-from .utils.errors import exits_cleanly_on_user_error
+from .utils.errors import UserError, exits_cleanly_on_user_error
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,8 +45,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --load_in_4bit: the dtype the 4-bit weights are dequantised to for each matmul. "
                         "bfloat16 is QLoRA's; on a CPU without bf16 instructions (AVX2 only) its matmuls are "
                         "emulated and hide the adapters' cost, float32 shows it")
-    p.add_argument("--engine", choices=["ddp", "fsdp"],
-                   help="train under this engine in --processes processes (torchrun; gloo on CPU): per-process peak memory")
+    p.add_argument("--engine", choices=["ddp", "fsdp", "vllm"],
+                   help="train under this engine in --processes processes (torchrun; gloo on CPU): per-process peak "
+                        "memory; with --serve, vllm: serve with vLLM instead (MoR, LoRATRF exported for it and MPLoRA "
+                        "as LoRA, against the base; vLLM from this environment or .venv-vllm, scripts/setup_vllm.sh)")
     p.add_argument("--processes", type=int, default=2, help="processes for --engine")
     p.add_argument("--rl", choices=["dpo", "grpo"],
                    help="time one optimiser step of the package's DPO or GRPO trainer (TRL's, with the reference "
@@ -79,7 +81,10 @@ def _parser() -> argparse.ArgumentParser:
 
 @exits_cleanly_on_user_error
 def main(argv: list[str] | None = None) -> int:
-    return run(_parser().parse_args(argv))
+    args = _parser().parse_args(argv)
+    if (args.engine == "vllm") != bool(args.serve and args.engine):
+        raise UserError("--engine vllm is a server: pass it with --serve (and --serve with no training engine)")
+    return run(args)
 
 
 if __name__ == "__main__":

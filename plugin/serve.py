@@ -1,8 +1,10 @@
 """``python -m plugin.serve RUN_OR_ADAPTER [...]``: an OpenAI-compatible server (chat and text completions,
 streaming) for adapters of every method — MoR, LoRATRF, MPLoRA and PEFT LoRA side by side on one copy of the base,
-requests for different adapters batched together. The work is ``plugin.serving``.
+requests for different adapters batched together. The work is ``plugin.serving``. With ``--engine vllm``, one adapter
+is exported for vLLM and served by vLLM's own OpenAI server (``plugin.integrations.vllm``).
 
-Try it:  curl http://127.0.0.1:8000/v1/models   (or any OpenAI client with base_url=http://127.0.0.1:8000/v1)."""
+Try it:  curl http://127.0.0.1:8000/v1/models   (or any OpenAI client with base_url=http://127.0.0.1:8000/v1).
+With --engine vllm, arguments after `--` go to vLLM's server as they are (e.g. -- --dtype float32 --enforce-eager)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from .integrations.vllm.serve import serve_with_vllm
 from .serving.server import prepare, serve
 from .utils.errors import UserError, exits_cleanly_on_user_error
 
@@ -28,16 +31,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", dest="api_key", default=os.environ.get("PLUGIN_API_KEY"),
                    help="require 'Authorization: Bearer KEY' on every endpoint but /health (default: $PLUGIN_API_KEY)")
     p.add_argument("--load_in_4bit", action="store_true", default=None, help="load the base in 4 bits (nf4)")
-    p.add_argument("--max_batch_size", type=int, default=16, help="most requests generated together (default 16)")
+    p.add_argument("--max_batch_size", type=int,
+                   help="most requests generated together (default 16; with --engine vllm: vLLM's default)")
     p.add_argument("--max_model_len", type=int, help="longest prompt + completion in tokens (default: the model's)")
     p.add_argument("--adapter-root", dest="adapter_root",
                    help="allow POST /v1/load_lora_adapter for folders under this one (off without it)")
+    p.add_argument("--engine", choices=["plugin", "vllm"], default="plugin",
+                   help="plugin: this package's server (every adapter on one base); vllm: export the one adapter "
+                        "and run vLLM's OpenAI server on it (needs vLLM: scripts/setup_vllm.sh), --max_batch_size as "
+                        "--max-num-seqs")
     return p
 
 
 @exits_cleanly_on_user_error
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    args, vllm_args = _parser().parse_args(argv[:split]), argv[split + 1:]
+    if vllm_args and args.engine != "vllm":
+        raise UserError(f"arguments after -- ({' '.join(vllm_args)}) are vLLM's: they need --engine vllm")
     adapters: dict[str, Path] = {}
     named = [(Path(run).resolve().name, run) for run in args.runs]
     for spec in args.adapter:
@@ -53,8 +65,16 @@ def main(argv: list[str] | None = None) -> int:
                         ("--port", args.port)):
         if value is not None and value <= 0:
             raise UserError(f"{flag} must be > 0, got {value}")
-    registry, engine, max_model_len = prepare(adapters, args.base, args.load_in_4bit, args.max_batch_size,
-                                              args.max_model_len, Path(args.adapter_root) if args.adapter_root else None)
+    if args.engine == "vllm":
+        if len(adapters) != 1 or args.load_in_4bit or args.adapter_root:
+            raise UserError("--engine vllm serves one adapter (one RUN_OR_ADAPTER or --adapter NAME=DIR), on the "
+                            "full-precision base, without --adapter-root (vLLM loads only LoRA at runtime)")
+        (name, folder), = adapters.items()
+        serve_with_vllm(name, folder, args.base, args.host, args.port, args.api_key, args.max_batch_size,
+                        args.max_model_len, vllm_args)
+    registry, engine, max_model_len = prepare(adapters, args.base, args.load_in_4bit, args.max_batch_size or 16,
+                                              args.max_model_len,
+                                              Path(args.adapter_root) if args.adapter_root else None)
     serve(registry, engine, max_model_len, args.host, args.port, args.api_key)
     return 0
 

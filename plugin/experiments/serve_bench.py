@@ -2,7 +2,10 @@
 in the same run —
 (a) MoR and LoRATRF adapters against a PEFT LoRA adapter served the same way,
 (b) our server serving the base model against ``transformers serve`` on the same model and load,
-(c) clients spread over three adapters of different methods against all on one adapter.
+(c) clients spread over three adapters of different methods against all on one adapter;
+with ``--engine vllm`` instead: (v) MoR and LoRATRF exported for vLLM (``plugin.export --vllm``) and MPLoRA as LoRA
+(``--as-lora``, vLLM's own multi-LoRA) against the base, each on its own vLLM server (float32, eager: the setting the
+vLLM tests check token for token).
 
 The servers are the real commands in their own processes; each client sends its requests one after another over
 HTTP (``/v1/completions``, greedy). In (a) and (c) ``ignore_eos`` makes every request generate exactly its
@@ -29,23 +32,27 @@ from ..utils.errors import UserError
 PROMPTS = ["The capital of France is", "Write a short poem about the sea.", "Explain why the sky is blue.",
            "List three uses of a paperclip:", "Once upon a time, in a small village,", "The best way to learn is"]
 ADAPTER_METHODS = ("lora", "mor", "loratrf")
+VLLM_METHODS = ("mor", "loratrf", "mplora")
 
 
-def make_adapters(model_dir: str, folder: Path, rank: int, experts: int) -> dict[str, Path]:
+def make_adapters(model_dir: str, folder: Path, rank: int, experts: int,
+                  methods: tuple[str, ...] = ADAPTER_METHODS) -> dict[str, Path]:
     """A random (non-identity) adapter of each method on ``model_dir``, on its attention and MLP projections."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from ..tuners import LoRATRFConfig, MoRConfig
+    from ..tuners import LoRATRFConfig, MoRConfig, MPLoraConfig
 
     targets = ["q_proj", "v_proj", "gate_proj", "up_proj", "down_proj"]
     configs = {"lora": LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets, init_lora_weights=False),
                "mor": MoRConfig(r=rank, lora_alpha=2 * rank, target_modules=targets, num_experts=experts,
                                 init_weights=False),
-               "loratrf": LoRATRFConfig(r=rank, lora_alpha=2 * rank, target_modules=targets, init_weights=False)}
+               "loratrf": LoRATRFConfig(r=rank, lora_alpha=2 * rank, target_modules=targets, init_weights=False),
+               "mplora": MPLoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets, init_weights=False)}
     out = {}
-    for name, config in configs.items():
+    for name in methods:
+        config = configs[name]
         torch.manual_seed(0)
         model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), config)
         for p in model.parameters():
@@ -63,10 +70,11 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def running(command: list[str], port: int):
+def running(command: list[str], port: int, env: dict | None = None):
     """A server process on ``port``, until the block ends."""
     log = tempfile.TemporaryFile(mode="w+")
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PLUGIN_API_KEY": ""})
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                            env={**(env or os.environ), "PLUGIN_API_KEY": ""})
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 300
@@ -156,12 +164,12 @@ def run_serve_bench(args) -> list[dict]:
                                      Path(tmp) / "base")
         else:
             model_dir = resolve_model_path(args.serve_model or EMBEDDED_MODEL)
+        if args.engine == "vllm":
+            return _measure_vllm(args, model_dir, concurrency, Path(tmp))
         return _measure_servers(args, model_dir, concurrency, Path(tmp))
 
 
-def _measure_servers(args, model_dir: str, concurrency: list[int], tmp: Path) -> list[dict]:
-    rows = []
-
+def _measurer(args, rows: list[dict]):
     def measure(scenario: str, label: str, url: str, models: list[str], clients: int, ignore_eos: bool) -> dict:
         row = {"scenario": scenario, "served": label, **load(url, models, clients, args.requests_per_client,
                                                              args.serve_tokens, ignore_eos)}
@@ -169,6 +177,54 @@ def _measure_servers(args, model_dir: str, concurrency: list[int], tmp: Path) ->
               f"p50 {row['p50_s']:.2f} s", file=sys.stderr, flush=True)
         rows.append(row)
         return row
+
+    return measure
+
+
+def vllm_python() -> str:
+    """An interpreter that imports vLLM: this one, else the checkout's .venv-vllm (scripts/setup_vllm.sh)."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        return sys.executable
+    beside = Path(__file__).resolve().parents[2] / ".venv-vllm" / "bin" / "python"
+    if beside.is_file():
+        return str(beside)
+    raise UserError("--engine vllm needs vLLM: bash scripts/setup_vllm.sh (it builds .venv-vllm), or pip install vllm")
+
+
+def _measure_vllm(args, model_dir: str, concurrency: list[int], tmp: Path) -> list[dict]:
+    """(v): each of the base, MoR, LoRATRF and MPLoRA-as-LoRA on its own vLLM server, the same load on each."""
+    python, rows = vllm_python(), []
+    measure = _measurer(args, rows)
+    adapters = make_adapters(model_dir, tmp, args.rank, args.experts, VLLM_METHODS)
+    served = {"vllm base": (model_dir, [])}
+    for name in ("mor", "loratrf"):
+        subprocess.run([sys.executable, "-m", "plugin.export", str(adapters[name]), "--vllm", str(tmp / f"{name}_vllm")],
+                       check=True, stdout=subprocess.DEVNULL)
+        served[f"vllm {name}"] = (str(tmp / f"{name}_vllm"), [])
+    subprocess.run([sys.executable, "-m", "plugin.export", str(adapters["mplora"]), "--as-lora", str(tmp / "as_lora")],
+                   check=True, stdout=subprocess.DEVNULL)
+    served["vllm mplora (as LoRA)"] = (model_dir, ["--enable-lora", "--lora-modules", f"mplora={tmp / 'as_lora'}",
+                                                   "--max-lora-rank", str(max(8, args.rank)), "--max-loras", "1"])
+    # plugin.serve --engine vllm's defaults (plugin/integrations/vllm/serve.py: the layer above this one)
+    env = {"VLLM_CPU_KVCACHE_SPACE": "1", "MKL_NUM_THREADS": "1",
+           **({"VLLM_CPU_OMP_THREADS_BIND": "nobind"} if (os.cpu_count() or 1) <= 4 else {}), **os.environ}
+    for label, (model, extra) in served.items():
+        port = _free_port()
+        name = "mplora" if extra else "model"
+        command = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--served-model-name",
+                   "model", "--port", str(port), "--dtype", "float32", "--enforce-eager",
+                   "--max-num-seqs", str(max(concurrency)), "--max-model-len", "2048", *extra]
+        with running(command, port, env) as url:
+            for clients in concurrency:
+                measure("v", label, url, [name], clients, True)
+    return rows
+
+
+def _measure_servers(args, model_dir: str, concurrency: list[int], tmp: Path) -> list[dict]:
+    rows = []
+    measure = _measurer(args, rows)
 
     adapters = make_adapters(model_dir, tmp, args.rank, args.experts)
     port = _free_port()
@@ -211,7 +267,8 @@ def serve_table(rows: list[dict]) -> str:
     """One line per measurement, with its ratio to the yardstick of the same scenario and client count."""
 
     def yardstick(row):
-        pick = {"a": "lora", "b": "transformers serve (base)", "c": "one adapter (mor)"}[row["scenario"]]
+        pick = {"a": "lora", "b": "transformers serve (base)", "c": "one adapter (mor)",
+                "v": "vllm base"}[row["scenario"]]
         return next((r for r in rows if r["scenario"] == row["scenario"] and r["served"] == pick
                      and r["clients"] == row["clients"]), None)
 
