@@ -3,6 +3,7 @@ derived keys, make its PEFT config (whose own validation then speaks the YAML's 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 
@@ -34,6 +35,7 @@ def peft_config_from_keys(keys: dict) -> PeftConfig:
     """The adapter's PEFT config from YAML keys (ours or Axolotl's: same names); missing or None keys take the
     defaults. ``adapter: lora`` gives a ``peft.LoraConfig``."""
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    keys = copy.deepcopy(keys)  # PEFT extends its config's lists in place (modules_to_save += classifier, score)
     common = {field: defaults[key] if keys.get(key) is None else keys[key] for key, field in SHARED_KEYS.items()}
     for pattern in ("rank_pattern", "alpha_pattern"):
         common[pattern] = common[pattern] or {}

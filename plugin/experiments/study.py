@@ -23,6 +23,7 @@ from ..config.loader import load_config
 from ..utils.errors import UserError, check_writable_folder
 from ..evaluation.harness import evaluate
 from ..evaluation.statistics import paired_difference
+from .matching import adapter_parameter_count, matched_lora_keys
 from ..training.run_dir import is_finished
 
 COMMON_KEYS = {"base_model", "output_dir", "seeds", "train", "targets", "target_sets", "runs"}
@@ -77,7 +78,9 @@ def _check_run(study: dict, run) -> None:
     """A run entry is validated like a training YAML: a misspelt key must not turn a method into the base model."""
     if not isinstance(run, dict) or "name" not in run:
         raise UserError(f"each entry of 'runs' needs a 'name' (and training keys such as adapter), got {run!r}")
-    keys = {k: v for k, v in run.items() if k != "name"}
+    keys = {k: v for k, v in run.items() if k not in ("name", "match_params")}
+    if "match_params" in run:
+        _check_match(study, run)
     if not keys and is_glue(study):
         raise UserError(f"study run '{run['name']}' has no adapter: an untrained classifier head scores chance; use "
                         "adapter: full for the full fine-tuning ceiling")
@@ -91,6 +94,16 @@ def _check_run(study: dict, run) -> None:
     if "adapter" not in keys:
         raise UserError(f"study run '{run['name']}' sets training keys but no adapter; add adapter: lora|mplora|mor|"
                         "loratrf (a run with only a name is the base model)")
+
+
+def _check_match(study: dict, run: dict) -> None:
+    matched = next((r for r in study["runs"] if r["name"] == run["match_params"]), None)
+    if run.get("adapter") != "lora":
+        raise UserError(f"study run '{run['name']}': match_params sets a LoRA's rank; add adapter: lora")
+    if matched is None or matched.get("adapter") in (None, "full"):
+        names = [r["name"] for r in study["runs"] if r.get("adapter") not in (None, "full")]
+        raise UserError(f"study run '{run['name']}': match_params '{run['match_params']}' names no adapter run of this "
+                        f"study; one of: {', '.join(names)}")
 
 
 def prepare_data(study: dict, root: Path) -> tuple[Path, Path]:
@@ -135,6 +148,29 @@ def _targets(study: dict, target_set: str, adapter: str) -> list[str]:
     return chosen[adapter] if isinstance(chosen, dict) else chosen
 
 
+def _training_keys(study: dict, item: dict) -> dict:
+    """The run's plugin.train keys, data and output aside: the shared budget, the run's own keys, its targets, and a
+    ``match_params`` run's LoRA rank (equal adapter parameters to the named run at the same targets)."""
+    run = item["run"]
+    keys = {**study["train"], **{k: v for k, v in run.items() if k not in ("name", "match_params")},
+            **({"task": study["task"]} if is_glue(study) else {}), "base_model": study["base_model"],
+            "seed": item["seed"]}
+    if run.get("adapter") in (None, "full"):
+        return keys
+    keys["lora_target_modules"] = _targets(study, item["target_set"], run["adapter"])
+    if "match_params" in run:
+        matched = next(r for r in study["runs"] if r["name"] == run["match_params"])
+        target = adapter_parameter_count(study["base_model"], _training_keys(study, {**item, "run": matched}))
+        keys.update(matched_lora_keys(study["base_model"], keys, target, f"study run '{run['name']}'"))
+    return keys
+
+
+def _adapter_params(study: dict, item: dict) -> int | None:
+    if item["run"].get("adapter") in (None, "full"):
+        return None
+    return adapter_parameter_count(study["base_model"], _training_keys(study, item))
+
+
 def _run(cmd: list[str], run_id: str) -> None:
     done = subprocess.run(cmd)
     if done.returncode:
@@ -151,15 +187,12 @@ def _eval_keys(study: dict, eval_dir: Path, output: Path) -> dict:
 def _execute_glue(study: dict, item: dict, run_dir: Path, data_dir: Path) -> dict:
     """One run of a GLUE study: each task trained in its own plugin.train process and scored on its held-out rows
     (accuracy, each row's outcome kept for paired differences)."""
-    run, acc, stderr, items, costs = item["run"], {}, {}, {}, []
+    acc, stderr, items, costs = {}, {}, {}, []
     for task in study["glue_tasks"]:
         out = run_dir / task
-        keys = {**study["train"], **{k: v for k, v in run.items() if k != "name"}, "task": study["task"],
-                "base_model": study["base_model"], "seed": item["seed"], "output_dir": str(out),
+        keys = {**_training_keys(study, item), "output_dir": str(out),
                 "datasets": [{"path": str(data_dir / task / "train.jsonl")}],
                 "test_datasets": [{"path": str(data_dir / task / "test.jsonl")}]}
-        if run["adapter"] != "full":
-            keys["lora_target_modules"] = _targets(study, item["target_set"], run["adapter"])
         (run_dir / f"{task}.yaml").write_text(yaml.safe_dump(keys, sort_keys=False))
         if not is_finished(out):
             _run([sys.executable, "-m", "plugin.train", str(run_dir / f"{task}.yaml")], f"{item['id']} ({task})")
@@ -182,7 +215,7 @@ def execute(study: dict, item: dict, root: Path, train_file: Path, eval_dir: Pat
     summary = (_execute_glue(study, item, run_dir, eval_dir) if is_glue(study)
                else _execute_lm(study, item, run_dir, train_file, eval_dir))
     summary.update(id=item["id"], name=item["run"]["name"], target_set=item["target_set"], seed=item["seed"],
-                   wall_s=time.monotonic() - started)
+                   wall_s=time.monotonic() - started, adapter_params=_adapter_params(study, item))
     summary_file.write_text(json.dumps(summary))
     return summary
 
@@ -194,9 +227,7 @@ def _execute_lm(study: dict, item: dict, run_dir: Path, train_file: Path, eval_d
     eval_keys = _eval_keys(study, eval_dir, eval_out)
     if run.get("adapter"):
         adapter_dir = run_dir / "adapter"
-        keys = {**study["train"], **{k: v for k, v in run.items() if k != "name"},
-                "base_model": study["base_model"], "seed": item["seed"], "output_dir": str(adapter_dir),
-                "lora_target_modules": _targets(study, item["target_set"], run["adapter"]),
+        keys = {**_training_keys(study, item), "output_dir": str(adapter_dir),
                 "datasets": [{"path": str(train_file), "type": "messages"}],
                 "eval": eval_keys}
         (run_dir / "train.yaml").write_text(yaml.safe_dump(keys, sort_keys=False))
@@ -235,7 +266,7 @@ def aggregate(summaries: list[dict], tasks: list[str]) -> list[dict]:
         lora = item_means.get(("lora", target_set)) or (loras[0] if len(loras) == 1 and name != "base" else None)
         table.append({
             "name": name, "target_set": target_set, "seeds": len(runs),
-            "trainable_params": runs[0].get("trainable_params"),
+            "trainable_params": runs[0].get("trainable_params"), "adapter_params": runs[0].get("adapter_params"),
             "step_time_s": _mean([r.get("step_time_s") for r in runs]),
             "peak_memory_mb": _mean([r.get("peak_memory_mb") for r in runs]),
             "wall_s": _mean([r.get("wall_s") for r in runs]),
@@ -267,15 +298,17 @@ def _fmt_diff(diff) -> str:
 
 def markdown(table: list[dict], tasks: list[str]) -> str:
     with_base = any(row["name"] == "base" for row in table)
-    head = ("| method | targets | seeds | trainable | s/step | peak MB | " + " | ".join(tasks)
+    head = ("| method | targets | seeds | trainable | adapter | s/step | peak MB | " + " | ".join(tasks)
             + " | average | Δ vs LoRA |" + (" Δ vs base |" if with_base else ""))
-    lines = [head, "|" + "---|" * (8 + with_base + len(tasks))]
+    lines = [head, "|" + "---|" * (9 + with_base + len(tasks))]
     for row in table:
         params = f"{row['trainable_params']:,}" if row["trainable_params"] else "0"
+        adapter = f"{row['adapter_params']:,}" if row.get("adapter_params") else ""
         step = f"{row['step_time_s']:.2f}" if row["step_time_s"] else ""
         mem = f"{row['peak_memory_mb']:.0f}" if row["peak_memory_mb"] else ""
         cells = " | ".join(_fmt(row["tasks"][t]) for t in tasks)
-        lines.append(f"| {row['name']} | {row['target_set']} | {row['seeds']} | {params} | {step} | {mem} | {cells} | "
+        lines.append(f"| {row['name']} | {row['target_set']} | {row['seeds']} | {params} | {adapter} | {step} | {mem} | "
+                     f"{cells} | "
                      f"**{_fmt(row['average'])}** | {_fmt_diff(row['vs_lora'])} |"
                      + (f" {_fmt_diff(row['vs_base'])} |" if with_base else ""))
     return "\n".join(lines)
@@ -325,6 +358,8 @@ def run_study(config: Path, only: str | None = None) -> Path:
     train_file, eval_dir = prepare_data(study, root)
     full_plan = run_plan(study)
     plan = [i for i in full_plan if not only or only in i["id"]]
+    for item in plan:  # a LoRA matched to a run's parameters is sized before anything trains (one line if it can't)
+        _adapter_params(study, item)
     for number, item in enumerate(plan, 1):
         print(f"[study] {number}/{len(plan)} {item['id']}", flush=True)
         execute(study, item, root, train_file, eval_dir)

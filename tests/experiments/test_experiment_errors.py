@@ -40,3 +40,21 @@ def test_study_output_dir_is_a_file(tmp_path, capsys):
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump({**study, "output_dir": str(tmp_path / "afile")}))
     assert "is a file" in _one_error_line(capsys, lambda: study_main([str(path)]))
+
+
+@pytest.mark.parametrize("run, message", [
+    ({"name": "x", "adapter": "lora", "match_params": "mor_n9"}, "match_params 'mor_n9' names no adapter run of this "
+                                                                 "study; one of: lora, mplora_n4, mor_n8"),
+    ({"name": "x", "adapter": "mor", "match_params": "mor_n8"}, "match_params sets a LoRA's rank; add adapter: lora"),
+])
+def test_study_matched_run_names_a_run_of_the_study(tmp_path, run, message):
+    import yaml
+
+    from plugin.experiments.study import load_study
+
+    study = yaml.safe_load((REPO / "configs" / "study_smollm2_matched.yaml").read_text())
+    study["runs"].append(run)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(study))
+    with pytest.raises(UserError, match=f"study run 'x': {message}"):
+        load_study(path)

@@ -106,8 +106,10 @@ def test_tiny_glue_study_runs_and_pairs_each_row(tmp_path):
     study = yaml.safe_load(GLUE_STUDY.read_text())
     study.update(base_model=str(make_tiny_bert_dir(tmp_path / "bert")), output_dir=str(tmp_path / "study"), seeds=[1],
                  glue_tasks=["rte"], runs=[{"name": "lora", "adapter": "lora"},
-                                           {"name": "mplora_n2", "adapter": "mplora", "mplora_num_paths": 2},
+                                           {"name": "mor_n4", "adapter": "mor", "mor_num_experts": 4},
+                                           {"name": "lora_like_mor", "adapter": "lora", "match_params": "mor_n4"},
                                            {"name": "full", "adapter": "full"}])
+    study["targets"] = {"paper": ["query", "value"]}
     study["train"].update(max_steps=2, micro_batch_size=4, sequence_len=64, max_samples=16)
     cfg = tmp_path / "study.yaml"
     cfg.write_text(yaml.safe_dump(study))
@@ -115,15 +117,26 @@ def test_tiny_glue_study_runs_and_pairs_each_row(tmp_path):
     root = tmp_path / "study"
     assert len((root / "data" / "glue" / "rte" / "test.jsonl").read_text().splitlines()) == 93
     items = {name: json.loads((root / "runs" / run_id / "rte" / "eval_items.json").read_text())["correct"]
-             for name, run_id in [("lora", "lora__paper__s1"), ("mplora_n2", "mplora_n2__paper__s1"),
+             for name, run_id in [("lora", "lora__paper__s1"), ("mor_n4", "mor_n4__paper__s1"),
                                   ("full", "full__-__s1")]}
     results = {r["name"]: r for r in json.loads((root / "results.json").read_text())}
     assert results["lora"]["tasks"]["rte"][0] == pytest.approx(sum(items["lora"]) / 93)
-    diffs = [a - b for a, b in zip(items["mplora_n2"], items["lora"])]
-    assert results["mplora_n2"]["vs_lora"][0] == pytest.approx(sum(diffs) / 93)
+    diffs = [a - b for a, b in zip(items["mor_n4"], items["lora"])]
+    assert results["mor_n4"]["vs_lora"][0] == pytest.approx(sum(diffs) / 93)
     # full fine-tuning has no target set: it is paired with the study's one LoRA
     diffs = [a - b for a, b in zip(items["full"], items["lora"])]
     assert results["full"]["vs_lora"][0] == pytest.approx(sum(diffs) / 93)
     report = (root / "RESULTS.md").read_text()
-    assert "| mplora_n2 | paper | 1 |" in report and "Δ vs base" not in report  # no base model run, no column
+    assert "| mor_n4 | paper | 1 |" in report and "Δ vs base" not in report  # no base model run, no column
+    # the matched LoRA trained as many adapter parameters as MoR (SPEC 2: (d_in + d_out) r + N (d_in + d_out + r)
+    # per layer; tiny BERT's q and v are 32 -> 32 in 2 layers, r 8), at a higher rank
+    mor = 4 * (64 * 8 + 4 * (64 + 8))
+    assert results["mor_n4"]["adapter_params"] == mor and results["lora"]["adapter_params"] == 4 * 64 * 8
+    run = root / "runs" / "lora_like_mor__paper__s1" / "rte"
+    head = json.loads((root / "runs" / "lora__paper__s1" / "rte" / "run_summary.json").read_text())[
+        "trainable_params"] - 4 * 64 * 8  # classifier head and pooler, the same for every method
+    trained = json.loads((run / "run_summary.json").read_text())["trainable_params"] - head
+    assert abs(trained - mor) <= 0.05 * mor and results["lora_like_mor"]["adapter_params"] == trained
+    saved = json.loads((run / "adapter_config.json").read_text())
+    assert saved["peft_type"] == "LORA" and saved["r"] == 12
 
