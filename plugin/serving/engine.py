@@ -35,10 +35,15 @@ class Request:
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
     ignore_eos: bool = False
+    logprobs: int | None = None  # per generated token: its log-probability and this many most likely tokens
+    prompt_logprobs: bool = False  # and for each prompt token (echo): one more forward of the prompt, all positions
     generated: list[int] = field(default_factory=list)
+    token_logprobs: list[tuple] = field(default_factory=list)  # (token, logprob, [(token, logprob), ...])
+    prompt_token_logprobs: list[tuple] | None = None  # the same per prompt token; the first's logprob is None
     cancelled: bool = False  # set by the HTTP side when the client hangs up
     finished: bool = False
     _sent: int = 0  # characters of the decoded text already emitted
+    _sent_logprobs: int = 0  # entries of token_logprobs already emitted
     _generator: torch.Generator | None = None
 
     def cancel(self) -> None:
@@ -127,7 +132,19 @@ class Engine:
             out = self.model(**inputs, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1, :], out[self._cache_arg]
 
+    def _score_prompt(self, request: Request) -> None:
+        """The log-probability of each prompt token given those before it (lm-eval's loglikelihood), unpadded."""
+        ids = torch.tensor([request.prompt_ids], device=self.model.device)
+        with self.multi.routed([request.adapter]):
+            logits = self.model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0]
+        first = (request.prompt_ids[0], None, [])  # nothing before it to predict it from
+        request.prompt_token_logprobs = [first] + [_logprob_entry(logits[i - 1], request.prompt_ids[i], request.logprobs)
+                                                  for i in range(1, len(request.prompt_ids))]
+
     def _prefill(self, joining: list[Request]) -> None:
+        for request in joining:
+            if request.prompt_logprobs:
+                self._score_prompt(request)
         device = self.model.device
         width = max(len(r.prompt_ids) for r in joining)
         ids = torch.zeros((len(joining), width), dtype=torch.long, device=device)
@@ -166,6 +183,8 @@ class Engine:
             if not request.cancelled:
                 token = _sample(row_logits, request)
                 request.generated.append(token)
+                if request.logprobs is not None:
+                    request.token_logprobs.append(_logprob_entry(row_logits, token, request.logprobs))
                 _emit_progress(request, token in self.eos_ids and not request.ignore_eos)
         keep = [i for i, r in enumerate(self._rows) if not (r.cancelled or r.finished)]
         if len(keep) < len(self._rows):
@@ -203,6 +222,14 @@ def _sample(logits: torch.Tensor, request: Request) -> int:
     return int(torch.multinomial(probs, 1, generator=request._generator))
 
 
+def _logprob_entry(logits: torch.Tensor, token: int, top: int) -> tuple:
+    """(token, its log-probability, the ``top`` most likely (token, log-probability)): of the model's own
+    distribution, before temperature or top_p (vLLM's raw logprobs)."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    best = logprobs.topk(top) if top else None
+    return token, float(logprobs[token]), list(zip(best.indices.tolist(), best.values.tolist())) if best else []
+
+
 def _emit_progress(request: Request, is_eos: bool) -> None:
     """Send the text that is now certain; finish on EOS, a stop string or max_tokens."""
     text = request.tokenizer.decode(request.generated, skip_special_tokens=True)
@@ -218,9 +245,9 @@ def _emit_progress(request: Request, is_eos: bool) -> None:
         end = len(text.rstrip("\ufffd"))
         end -= max((n for stop in request.stop for n in range(len(stop) - 1, 0, -1) if text[:end].endswith(stop[:n])),
                    default=0)
-    if end > request._sent:
-        request.emit({"text": text[request._sent:end]})
-        request._sent = end
+    if end > request._sent or (finish is not None and len(request.token_logprobs) > request._sent_logprobs):
+        request.emit({"text": text[request._sent:end], "logprobs": request.token_logprobs[request._sent_logprobs:]})
+        request._sent, request._sent_logprobs = end, len(request.token_logprobs)
     if finish is not None:
         request.finished = True
         request.emit({"finish_reason": finish})

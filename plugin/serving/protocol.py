@@ -10,9 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 # accepted and without effect on the answer
 _HARMLESS = {"user", "metadata", "store", "service_tier", "parallel_tool_calls"}
 # would change the answer: refused while unsupported, rather than ignored
-_UNSUPPORTED_WHEN_SET = ("logprobs", "top_logprobs", "tools", "tool_choice", "functions", "function_call",
-                         "response_format", "logit_bias", "echo", "best_of", "suffix", "presence_penalty",
-                         "frequency_penalty", "prediction", "audio", "modalities")
+_UNSUPPORTED_WHEN_SET = ("tools", "tool_choice", "functions", "function_call", "response_format", "logit_bias",
+                         "best_of", "suffix", "presence_penalty", "frequency_penalty", "prediction", "audio",
+                         "modalities")
+MAX_LOGPROBS = 20  # vLLM's default --max-logprobs
 
 
 class APIError(Exception):
@@ -38,7 +39,7 @@ class _Sampling(BaseModel):
     top_p: float = Field(default=1.0, gt=0, le=1)
     seed: Optional[int] = None
     stop: Union[str, list[str], None] = None
-    n: int = 1
+    n: int = Field(default=1, ge=1, le=16)  # choices per prompt, each its own row of the running batch
     stream: bool = False
     stream_options: Optional[dict] = None
     ignore_eos: bool = False  # vLLM's extension: generate max_tokens whatever the model says (benchmarks)
@@ -67,6 +68,17 @@ class ChatMessage(BaseModel):
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: Optional[int] = Field(default=None, ge=1)
+    logprobs: bool = False
+    top_logprobs: Optional[int] = Field(default=None, ge=0, le=MAX_LOGPROBS)
+
+    def logprob_count(self) -> Optional[int]:
+        """How many most likely tokens each answer token lists (None: no logprobs)."""
+        if self.top_logprobs and not self.logprobs:
+            raise APIError(400, "top_logprobs needs logprobs: true", "top_logprobs")
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+    def prompt_logprobs(self) -> bool:
+        return False
 
     def token_limit(self) -> Optional[int]:
         return self.max_completion_tokens or self.max_tokens
@@ -76,18 +88,29 @@ class ChatCompletionRequest(_Sampling):
 
 
 class CompletionRequest(_Sampling):
-    prompt: Union[str, list[str]]
+    # a text, token ids, or a list of either (lm-eval's local-completions sends [[ids]])
+    prompt: Union[str, list[str], list[int], list[list[int]]]
     max_tokens: Optional[int] = Field(default=16, ge=1)  # OpenAI's default for text completions
+    logprobs: Optional[int] = Field(default=None, ge=0, le=MAX_LOGPROBS)
+    echo: bool = False  # the answer starts with the prompt (and, with logprobs, the prompt tokens' log-probabilities)
 
     def token_limit(self) -> Optional[int]:
         return self.max_tokens
 
-    def text(self) -> str:
-        if isinstance(self.prompt, list):
-            if len(self.prompt) != 1:
-                raise APIError(400, "one prompt per request is supported; send a list of one or a string", "prompt")
-            return self.prompt[0]
-        return self.prompt
+    def logprob_count(self) -> Optional[int]:
+        return self.logprobs
+
+    def prompt_logprobs(self) -> bool:
+        return self.echo and self.logprobs is not None
+
+    def prompts(self) -> list[Union[str, list[int]]]:
+        """Each prompt: a text or its token ids."""
+        prompt = self.prompt
+        if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):
+            return [prompt]
+        if not prompt or any(not p for p in prompt):
+            raise APIError(400, "prompt must not be empty", "prompt")
+        return list(prompt)
 
 
 class LoadAdapterRequest(BaseModel):
@@ -117,8 +140,6 @@ def parse(model: type[BaseModel], body: Any) -> BaseModel:
     for name in _UNSUPPORTED_WHEN_SET:
         if body.get(name) not in (None, False, 0, [], {}):
             raise APIError(400, f"{name} is not supported by this server", name)
-    if getattr(request, "n", 1) != 1:
-        raise APIError(400, "n must be 1: this server returns one choice per request", "n")
     unknown = set(request.model_extra or {}) - _HARMLESS - set(_UNSUPPORTED_WHEN_SET)
     if unknown:
         raise APIError(400, f"unknown field {sorted(unknown)[0]!r}", sorted(unknown)[0])

@@ -159,6 +159,106 @@ def test_text_completion_is_the_greedy_continuation(server, adapters, tiny_model
     assert answer.usage.completion_tokens == len(expected)
 
 
+def _reference_logprobs(model_dir, adapter, ids: list[int]) -> torch.Tensor:
+    """log_softmax of a PeftModel's logits over ``ids``, unbatched: row i scores token i + 1."""
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), adapter).eval()
+    with torch.no_grad():
+        return torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), dim=-1)
+
+
+def test_echo_and_logprobs_equal_transformers_log_softmax(server, adapters, tiny_model_dir):
+    """What lm-eval's local-completions asks (token ids, echo, logprobs), then chat's logprobs on another adapter."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompt = tokenizer("The capital of France is")["input_ids"]
+    answer = server.client().completions.create(model="mor", prompt=[prompt], max_tokens=4, temperature=0,
+                                                logprobs=2, echo=True).choices[0]
+    generated = _generate(tiny_model_dir, adapters / "mor", prompt, 4)
+    reference = _reference_logprobs(tiny_model_dir, adapters / "mor", prompt + generated)
+    ids = prompt + generated
+    got = answer.logprobs
+    assert answer.text == tokenizer.decode(prompt) + tokenizer.decode(generated, skip_special_tokens=True)
+    assert got.tokens == [tokenizer.decode([t]) for t in ids] and got.token_logprobs[0] is None
+    assert got.token_logprobs[1:] == pytest.approx([float(reference[i - 1, ids[i]]) for i in range(1, len(ids))],
+                                                   abs=1e-4)
+    for i in range(1, len(ids)):  # the two most likely tokens (and the chosen one), as vLLM lists them
+        best = reference[i - 1].topk(2)
+        expected = {tokenizer.decode([t]): v for t, v in zip(best.indices.tolist(), best.values.tolist())}
+        expected[tokenizer.decode([ids[i]])] = float(reference[i - 1, ids[i]])
+        assert got.top_logprobs[i] == pytest.approx(expected, abs=1e-4)
+    # each token's offset is where its text starts in the answer (byte-level BPE: the tokens spell the prompt)
+    assert answer.text.startswith("".join(got.tokens[:len(prompt)]))
+    assert got.text_offset == [len("".join(got.tokens[:i])) for i in range(len(ids))]
+
+    chat = [{"role": "user", "content": "Name a colour."}]
+    reply = server.client().chat.completions.create(model="loratrf", messages=chat, temperature=0, max_tokens=5,
+                                                    logprobs=True, top_logprobs=3).choices[0]
+    ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_dict=True)["input_ids"]
+    generated = _generate(tiny_model_dir, adapters / "loratrf", list(ids), 5)
+    reference = _reference_logprobs(tiny_model_dir, adapters / "loratrf", list(ids) + generated)
+    content = reply.logprobs.content
+    assert [c.token for c in content] == [tokenizer.decode([t]) for t in generated]
+    for step, (entry, token) in enumerate(zip(content, generated)):
+        row = reference[len(ids) + step - 1]
+        assert entry.logprob == pytest.approx(float(row[token]), abs=1e-4)
+        assert [t.logprob for t in entry.top_logprobs] == pytest.approx(row.topk(3).values.tolist(), abs=1e-4)
+        assert entry.top_logprobs[0].token == entry.token  # greedy: the chosen token is the most likely
+
+
+def test_several_prompts_and_n_choices_per_prompt(server, adapters, tiny_model_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompts = ["One plus one is", "Colours of the sky:"]
+    answer = server.client().completions.create(model="mplora", prompt=prompts, n=2, max_tokens=6, temperature=0)
+    assert [c.index for c in answer.choices] == [0, 1, 2, 3]  # prompt * n + sample, as vLLM numbers them
+    for choice in answer.choices:
+        ids = tokenizer(prompts[choice.index // 2])["input_ids"]
+        assert choice.text == tokenizer.decode(_generate(tiny_model_dir, adapters / "mplora", ids, 6),
+                                               skip_special_tokens=True)
+    assert answer.usage.prompt_tokens == sum(len(tokenizer(p)["input_ids"]) for p in prompts)
+    sampled = dict(model="mor", prompt="Tell me", n=3, max_tokens=12, temperature=1.0, seed=11)
+    first = [c.text for c in server.client().completions.create(**sampled).choices]
+    assert first == [c.text for c in server.client().completions.create(**sampled).choices]  # seeded: reproducible
+    assert len(set(first)) > 1  # and the n samples are not one sample repeated
+    chunks = list(server.client().chat.completions.create(
+        model="mor", messages=[{"role": "user", "content": "Hi"}], n=2, max_tokens=5, temperature=0, stream=True))
+    texts = {i: "".join(c.choices[0].delta.content or "" for c in chunks if c.choices and c.choices[0].index == i)
+             for i in (0, 1)}
+    assert texts[0] == texts[1] and texts[0]
+
+
+def test_lm_eval_local_completions_scores_what_the_bridge_scores(server, adapters, tiny_model_dir, tmp_path,
+                                                                 monkeypatch):
+    """lm-eval's own API model against the server: the per-item log-likelihoods of the in-process bridge."""
+    import lm_eval
+
+    from plugin import lm_eval as wrapper
+    from plugin.evaluation.harness import TEMPLATES_DIR, evaluate
+
+    from ..helpers import FIXTURES_DIR
+
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    text = (TEMPLATES_DIR / "multiple_choice.yaml").read_text().replace("local_{task}", "my_arc")
+    (tasks / "my_arc.yaml").write_text(text.replace("{data_file}", str(FIXTURES_DIR / "eval" / "arc_easy.jsonl")))
+    captured, real = {}, lm_eval.simple_evaluate
+    monkeypatch.setattr(lm_eval, "simple_evaluate", lambda **kw: captured.setdefault("results", real(**kw)))
+    evaluate(str(tiny_model_dir), str(adapters / "mor"), tasks=["my_arc"], include_path=[str(tasks)], limit=3)
+    monkeypatch.setattr(lm_eval, "simple_evaluate", real)
+    bridge = {s["doc_id"]: s["filtered_resps"] for s in captured["results"]["samples"]["my_arc"]}
+    monkeypatch.setattr(sys, "argv", ["pytest"])
+    out = tmp_path / "out"
+    assert wrapper.main(["--model", "local-completions", "--model_args",
+                         f"model=mor,base_url={server.url}/v1/completions,tokenizer={tiny_model_dir},"
+                         "tokenizer_backend=huggingface,max_retries=1", "--tasks", "my_arc", "--include_path",
+                         str(tasks), "--limit", "3", "--log_samples", "--output_path", str(out)]) == 0
+    (samples,) = out.rglob("samples_my_arc_*.jsonl")
+    served = {s["doc_id"]: s["filtered_resps"] for s in map(json.loads, samples.read_text().splitlines())}
+    assert sorted(served) == sorted(bridge) == [0, 1, 2]
+    for doc_id, responses in bridge.items():
+        for (ll_bridge, greedy_bridge), (ll_served, greedy_served) in zip(responses, served[doc_id]):
+            assert float(ll_served) == pytest.approx(float(ll_bridge), abs=1e-3)
+            assert str(greedy_served) == str(greedy_bridge)
+
+
 def test_raw_stream_is_server_sent_events_ending_with_done(server):
     request = urllib.request.Request(f"{server.url}/v1/completions", headers={"Content-Type": "application/json"},
                                      data=json.dumps({"model": "mplora", "prompt": "Hi", "max_tokens": 4,
@@ -211,8 +311,10 @@ BAD = [  # (body, status, param)
     ({"model": "mor"}, 400, "prompt"),
     ({"model": "mor", "prompt": "x", "max_tokens": -5}, 400, "max_tokens"),
     ({"model": "mor", "prompt": "x", "temperature": "hot"}, 400, "temperature"),
-    ({"model": "mor", "prompt": "x", "n": 2}, 400, "n"),
-    ({"model": "mor", "prompt": "x", "logprobs": 3}, 400, "logprobs"),
+    ({"model": "mor", "prompt": "x", "n": 0}, 400, "n"),
+    ({"model": "mor", "prompt": "x", "logprobs": 21}, 400, "logprobs"),
+    ({"model": "mor", "prompt": [5, 10**9]}, 400, "prompt"),  # a token id outside the vocabulary
+    ({"model": "mor", "prompt": []}, 400, "prompt"),
     ({"model": "mor", "prompt": "x", "max_tokens": 10, "frobnicate": True}, 400, "frobnicate"),
     ({"model": "mor", "prompt": "word " * 600}, 400, "prompt"),  # longer than --max_model_len 512
 ]
@@ -251,8 +353,8 @@ def test_adapters_load_and_unload_at_runtime_only_under_the_root(server, adapter
     assert server.raw("/v1/completions", {"model": "late", "prompt": "x"})[0] == 404
 
 
-def test_an_api_key_guards_every_endpoint_but_health(adapters):
-    served = Server(str(adapters / "mor"), "--api-key", KEY)
+def test_an_api_key_guards_every_endpoint_but_health_on_a_bfloat16_server(adapters, tiny_model_dir):
+    served = Server(str(adapters / "mor"), "--api-key", KEY, "--dtype", "bfloat16")
     try:
         assert served.raw("/health") == (200, {"status": "ok"})
         for key in (None, "sk-wrong"):
@@ -261,6 +363,17 @@ def test_an_api_key_guards_every_endpoint_but_health(adapters):
         with pytest.raises(openai.AuthenticationError):
             served.client("sk-wrong").models.list()
         assert [m.id for m in served.client(KEY).models.list()][-1] == "mor"
+        # --dtype bfloat16: the base and adapter in bf16, greedy as PEFT's own bf16 model generates
+        assert "bfloat16) + 1 adapters" in "".join(served.stderr)
+        tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+        ids = tokenizer("The capital of France is")["input_ids"]
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16),
+                                          adapters / "mor").eval()
+        with torch.no_grad():
+            expected = model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids)).long(),
+                                      do_sample=False, max_new_tokens=8)[0, len(ids):].tolist()
+        answer = served.client(KEY).completions.create(model="mor", prompt=ids, max_tokens=8, temperature=0)
+        assert answer.choices[0].text == tokenizer.decode(expected, skip_special_tokens=True)
     finally:
         served.stop()
 
