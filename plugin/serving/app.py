@@ -121,9 +121,9 @@ def build_app(registry: Registry, engine: Engine, max_model_len: int, api_key: s
             for sample in range(body.n):
                 index = len(jobs)
                 seed = None if body.seed is None else body.seed + sample  # n seeded samples differ, reproducibly
+                emit = lambda event, i=index: loop.call_soon_threadsafe(events.put_nowait, (i, event))  # noqa: E731
                 jobs.append(Request(served.adapter, prompt_ids, limit or max_model_len - len(prompt_ids),
-                                    served.tokenizer,
-                                    emit=lambda event, i=index: loop.call_soon_threadsafe(events.put_nowait, (i, event)),
+                                    served.tokenizer, emit=emit,
                                     temperature=body.temperature, top_p=body.top_p, seed=seed,
                                     stop=body.stop_strings(), ignore_eos=body.ignore_eos,
                                     logprobs=body.logprob_count(), prompt_logprobs=body.prompt_logprobs()))

@@ -138,8 +138,9 @@ class Engine:
         with self.multi.routed([request.adapter]):
             logits = self.model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0]
         first = (request.prompt_ids[0], None, [])  # nothing before it to predict it from
-        request.prompt_token_logprobs = [first] + [_logprob_entry(logits[i - 1], request.prompt_ids[i], request.logprobs)
-                                                  for i in range(1, len(request.prompt_ids))]
+        request.prompt_token_logprobs = [first] + [
+            _logprob_entry(logits[i - 1], request.prompt_ids[i], request.logprobs)
+            for i in range(1, len(request.prompt_ids))]
 
     def _prefill(self, joining: list[Request]) -> None:
         for request in joining:
