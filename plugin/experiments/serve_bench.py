@@ -5,7 +5,8 @@ in the same run —
 (c) clients spread over three adapters of different methods against all on one adapter;
 with ``--engine vllm`` instead: (v) MoR and LoRATRF exported for vLLM (``plugin.export --vllm``) and MPLoRA as LoRA
 (``--as-lora``, vLLM's own multi-LoRA) against the base, each on its own vLLM server (float32, eager: the setting the
-vLLM tests check token for token).
+vLLM tests check token for token), then the base and the same three adapters on one ``plugin.serve`` (float32),
+every row as a ratio to vLLM's base.
 
 The servers are the real commands in their own processes; each client sends its requests one after another over
 HTTP (``/v1/completions``, greedy). In (a) and (c) ``ignore_eos`` makes every request generate exactly its
@@ -219,6 +220,13 @@ def _measure_vllm(args, model_dir: str, concurrency: list[int], tmp: Path) -> li
         with running(command, port, env) as url:
             for clients in concurrency:
                 measure("v", label, url, [name], clients, True)
+    port = _free_port()
+    ours = [sys.executable, "-m", "plugin.serve", "--base", model_dir, "--port", str(port), "--dtype", "float32",
+            "--max_batch_size", str(max(concurrency)), *(f"--adapter={n}={adapters[n]}" for n in VLLM_METHODS)]
+    with running(ours, port) as url:
+        for clients in concurrency:
+            for label, name in [("base", model_dir), *((n, n) for n in VLLM_METHODS)]:
+                measure("v", f"plugin.serve {label}", url, [name], clients, True)
     return rows
 
 
