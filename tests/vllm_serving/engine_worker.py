@@ -2,8 +2,8 @@
 serves the first one's model): ``python -m tests.vllm_serving.engine_worker FOLDER PROMPTS.json OUT.json``.
 
 float32, eager, the engine and worker in this process (the tests' references are float32; a process start-up is
-~13 s here). Greedy: each completion prompt's first ``tokens`` tokens (EOS suppressed, as the reference's
-``min_new_tokens``), each chat's answer (to EOS)."""
+~13 s here), or a worker process per rank at the job's ``tensor_parallel_size``. Greedy: each completion prompt's
+first ``tokens`` tokens (EOS suppressed, as the reference's ``min_new_tokens``), each chat's answer (to EOS)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ def main(folder: str, prompts_file: str, out_file: str) -> None:
     from vllm import LLM, SamplingParams
 
     job = json.loads(open(prompts_file).read())
-    llm = LLM(folder, dtype="float32", enforce_eager=True, max_model_len=512, distributed_executor_backend="uni",
-              seed=0)
+    tp = job.get("tensor_parallel_size", 1)
+    llm = LLM(folder, dtype="float32", enforce_eager=True, max_model_len=512, tensor_parallel_size=tp,
+              distributed_executor_backend="uni" if tp == 1 else "mp", seed=0)
     n = job["tokens"]
     completions = llm.generate(job["completions"], SamplingParams(temperature=0, max_tokens=n, min_tokens=n),
                                use_tqdm=False)

@@ -123,6 +123,6 @@ python -m vllm.entrypoints.openai.api_server --model {out} --served-model-name {
 ```
 
 or offline: `vllm.LLM("{out}").generate(...)`. `python -m plugin.serve {run.folder} --engine vllm` exports and
-serves in one step. One GPU or CPU (tensor_parallel_size 1); plain transformers does not load `{arch}`: load the
-adapter itself with PEFT and `import plugin`.
+serves in one step. `--tensor-parallel-size N` works (every rank holds the whole adapter); plain transformers does
+not load `{arch}`: load the adapter itself with PEFT and `import plugin`.
 """

@@ -8,6 +8,10 @@ the HF modules; the projection calls vLLM's layer once and hands each slice of i
 ``_adapter_output``, the same inference path ``plugin.chat`` runs. No adapter math lives here.
 
 vLLM's layer is only ever called: on CPU its weight is repacked after loading and ``layer.weight`` emptied.
+
+Under tensor parallelism every rank holds the full adapter (the HF module's shapes) and gathers what its math
+needs: a column-parallel layer all-gathers its adapted output slices into the HF ones and keeps its own shard of
+the adapted result; a row-parallel layer all-gathers its input. Each rank so computes exactly what tp 1 does.
 """
 
 from __future__ import annotations
@@ -39,12 +43,16 @@ class SliceShape(nn.Linear):
 
 @dataclass
 class Slice:
-    """One HF projection inside a vLLM layer's output: ``[start, end)`` of the last dimension."""
+    """One HF projection inside a vLLM layer's output: ``[start, end)`` of this rank's last dimension, which is
+    ``[offset, offset + end - start)`` of the HF projection's output (``full`` wide)."""
 
     hf_name: str  # the HF module's full name, e.g. model.layers.0.self_attn.q_proj
     shard_id: str | int | None  # what vLLM's WeightsMapper tags the HF tensor with (None: an unfused layer)
     start: int
     end: int
+    full: int
+    offset: int = 0
+    replicas: int = 1  # ranks holding the same piece: vLLM replicates k/v heads when they are fewer than the ranks
 
 
 def _linear_types():
@@ -53,40 +61,44 @@ def _linear_types():
         LinearBase,
         MergedColumnParallelLinear,
         QKVParallelLinear,
-        RowParallelLinear,
     )
 
-    return LinearBase, QKVParallelLinear, MergedColumnParallelLinear, ColumnParallelLinear, RowParallelLinear
+    return LinearBase, QKVParallelLinear, MergedColumnParallelLinear, ColumnParallelLinear
 
 
 def slices_of(name: str, layer: nn.Module, packed: dict[str, list[str]],
               shard_of: dict[str, str | int]) -> list[Slice] | None:
-    """The HF projections in vLLM layer ``name``'s output, in order; None for a layer that is none of vLLM's
-    linear types."""
-    linear, qkv, merged, column, row = _linear_types()
+    """The HF projections in vLLM layer ``name``'s output, in order, with this rank's part of each; None for a layer
+    that is none of vLLM's linear types."""
+    linear, qkv, merged, column = _linear_types()
     if not isinstance(layer, linear):
         return None
     parent, _, own = name.rpartition(".")
     prefix = f"{parent}." if parent else ""
-    if isinstance(layer, qkv):
-        sizes = [layer.num_heads * layer.head_size, layer.num_kv_heads * layer.head_size,
-                 layer.num_kv_heads * layer.v_head_size]
+    tp, rank = getattr(layer, "tp_size", 1), getattr(layer, "tp_rank", 0)
+    if isinstance(layer, column) and layer.gather_output and tp > 1:
+        if isinstance(layer, (qkv, merged)):  # its gathered output is rank-major, not the HF slices in turn
+            raise NotImplementedError(f"{name}: a fused layer with gather_output is not supported at tp > 1")
+        tp, rank = 1, 0  # its output is the full one
+    if isinstance(layer, qkv):  # (local size, full size, ranks per piece) of q, k, v
+        kv_replicas = layer.num_kv_head_replicas
+        parts = [(layer.num_heads * layer.head_size, layer.total_num_heads * layer.head_size, 1),
+                 (layer.num_kv_heads * layer.head_size, layer.total_num_kv_heads * layer.head_size, kv_replicas),
+                 (layer.num_kv_heads * layer.v_head_size, layer.total_num_kv_heads * layer.v_head_size, kv_replicas)]
     elif isinstance(layer, merged):
-        sizes = [size // layer.tp_size for size in layer.output_sizes]
+        parts = [(size // tp, size, 1) for size in layer.output_sizes]
     elif isinstance(layer, column):
-        sizes = [layer.output_size_per_partition]
-    elif isinstance(layer, row):
-        sizes = [layer.output_size]
-    else:  # ReplicatedLinear and others
-        sizes = [layer.output_size]
-    members = packed.get(own, [own]) if len(sizes) > 1 else [own]
-    if len(members) != len(sizes):
-        raise ValueError(f"{name}: vLLM's packed_modules_mapping names {members} but the layer has {len(sizes)} "
+        parts = [(layer.output_size // tp, layer.output_size, 1)]
+    else:  # RowParallelLinear (its output is all-reduced: full), ReplicatedLinear and others
+        parts = [(layer.output_size, layer.output_size, tp)]
+    members = packed.get(own, [own]) if len(parts) > 1 else [own]
+    if len(members) != len(parts):
+        raise ValueError(f"{name}: vLLM's packed_modules_mapping names {members} but the layer has {len(parts)} "
                          "output slices")
     out, start = [], 0
-    for index, (member, size) in enumerate(zip(members, sizes)):
-        shard = shard_of.get(member, index) if len(sizes) > 1 else None
-        out.append(Slice(prefix + member, shard, start, start + size))
+    for index, (member, (size, full, replicas)) in enumerate(zip(members, parts)):
+        shard = shard_of.get(member, index) if len(parts) > 1 else None
+        out.append(Slice(prefix + member, shard, start, start + size, full, rank // replicas * size, replicas))
         start += size
     return out
 
@@ -107,14 +119,18 @@ class AdaptedProjection(nn.Module):
         if getattr(base_layer, "skip_bias_add", False) and getattr(base_layer, "bias", None) is not None:
             raise NotImplementedError(f"{getattr(base_layer, 'prefix', '')}: a layer that returns its bias apart "
                                       "(skip_bias_add) is not supported: the adapter needs W x + b")
-        if getattr(base_layer, "tp_size", 1) > 1:
-            raise NotImplementedError("tensor parallelism is not supported yet for these adapters: run with "
-                                      "tensor_parallel_size=1")
+        tp_size = getattr(base_layer, "tp_size", 1)
+        if tp_size > 1:
+            _check_tp(base_layer, tp_size)
         self.base_layer = base_layer
         self.adapter_name = adapter_name
         self.adapters = nn.ModuleDict({_key(s.hf_name): layers[s.hf_name] for s in slices if s.hf_name in layers})
-        self.bounds = [(s.start, s.end, _key(s.hf_name) if s.hf_name in layers else None) for s in slices]
+        self.slices = slices
+        self.keys = [_key(s.hf_name) if s.hf_name in layers else None for s in slices]
         self.shard_to_key = {s.shard_id: _key(s.hf_name) for s in slices}
+        self.tp_size = tp_size
+        self.gather_input = tp_size > 1 and getattr(base_layer, "input_is_parallel", False)
+        self.gather_output = any(s.full != s.end - s.start for s, key in zip(slices, self.keys) if key is not None)
         self.return_bias = getattr(base_layer, "return_bias", True)
         first = next(iter(layers.values()))
         self.adapter_dicts = frozenset(first.adapter_layer_names)
@@ -124,14 +140,32 @@ class AdaptedProjection(nn.Module):
         bias = None
         if self.return_bias:
             out, bias = out
+        if self.gather_input:  # the adapter reads all of x (LoRATRF's gate: cos(x, t))
+            x = _all_gather(x)
+        full = self._full_slices(out) if self.gather_output else {}
         pieces = []
-        for start, end, key in self.bounds:
-            piece = out if len(self.bounds) == 1 else out[..., start:end]
+        for s, key in zip(self.slices, self.keys):
+            piece = out if len(self.slices) == 1 else out[..., s.start:s.end]
             if key is not None:
-                piece = self.adapters[key]._adapter_output(self.adapter_name, x, piece)
+                adapted = self.adapters[key]._adapter_output(self.adapter_name, x, full.get(key, piece))
+                piece = adapted[..., s.offset:s.offset + s.end - s.start].contiguous() if key in full else adapted
             pieces.append(piece)
         out = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-1)
         return (out, bias) if self.return_bias else out
+
+    def _full_slices(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The HF output of each adapted slice, from every rank's piece of it (one all-gather): the tuner layer is the
+        HF module's, and LoRATRF's output gate reads all of h."""
+        adapted = [(s, key) for s, key in zip(self.slices, self.keys) if key is not None]
+        local = torch.cat([out[..., s.start:s.end] for s, _ in adapted], dim=-1)
+        everyone = _all_gather(local).unflatten(-1, (self.tp_size, local.shape[-1]))  # [..., rank, adapted width]
+        full, at = {}, 0
+        for s, key in adapted:
+            width = s.end - s.start
+            # a replicated piece (k/v heads) once: rank j * replicas holds the j-th
+            full[key] = everyone[..., ::s.replicas, at:at + width].flatten(-2)
+            at += width
+        return full
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
         loaded, base = set(), []
@@ -162,6 +196,24 @@ class AdaptedProjection(nn.Module):
         from vllm.model_executor.models.utils import AutoWeightsLoader
 
         return AutoWeightsLoader(self.base_layer).load_weights(weights)
+
+
+def _check_tp(layer: nn.Module, tp_size: int) -> None:
+    from vllm.distributed import get_tensor_model_parallel_world_size
+
+    prefix = getattr(layer, "prefix", "")
+    if tp_size != get_tensor_model_parallel_world_size():
+        raise NotImplementedError(f"{prefix}: a layer sharded over {tp_size} of the "
+                                  f"{get_tensor_model_parallel_world_size()} tensor-parallel ranks is not supported")
+    if getattr(layer, "input_is_parallel", None) is not None and not layer.reduce_results:
+        raise NotImplementedError(f"{prefix}: a row-parallel layer with reduce_results=False (each rank's output a "
+                                  "partial sum) is not supported at tp > 1: the adapter needs the full W x")
+
+
+def _all_gather(tensor: torch.Tensor) -> torch.Tensor:
+    from vllm.distributed import tensor_model_parallel_all_gather
+
+    return tensor_model_parallel_all_gather(tensor.contiguous())
 
 
 def _key(hf_name: str) -> str:
@@ -204,7 +256,7 @@ def install(model: nn.Module, hf_config, peft_config, model_cls: type, adapter_n
         found[name] = (layer, slices)
         device = next(layer.parameters()).device
         for s in slices:  # adapters in float32 (the package's default), cast in and out by the tuner layers
-            _set_module(skeleton, s.hf_name, SliceShape(layer.input_size, s.end - s.start, torch.float32, device))
+            _set_module(skeleton, s.hf_name, SliceShape(layer.input_size, s.full, torch.float32, device))
     skeleton.config = hf_config  # PEFT reads model_type (default targets) and tie_word_embeddings from it
     peft_config = copy.deepcopy(peft_config)
     peft_config.init_weights = True  # the tensors come from the checkpoint; no init reads the (absent) base weight
