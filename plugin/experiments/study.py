@@ -251,7 +251,8 @@ def _item_means(runs: list[dict], tasks: list[str]) -> dict[str, list[float]]:
     return {t: [statistics.mean(col) for col in zip(*(r["items"][t] for r in runs))] for t in tasks}
 
 
-def aggregate(summaries: list[dict], tasks: list[str]) -> list[dict]:
+def aggregate(summaries: list[dict], tasks: list[str], matched: dict[str, str] | None = None) -> list[dict]:
+    """One row per run x target set; ``matched``: run name -> the name of the LoRA with its adapter parameters."""
     groups: dict[tuple, list[dict]] = {}
     for s in summaries:
         groups.setdefault((s["name"], s["target_set"]), []).append(s)
@@ -274,6 +275,9 @@ def aggregate(summaries: list[dict], tasks: list[str]) -> list[dict]:
             "average": (statistics.mean(averages), statistics.stdev(averages) if len(averages) > 1 else None),
             "vs_lora": paired_difference(item_means[name, target_set], lora) if lora and name != "lora" else None,
             "vs_base": paired_difference(item_means[name, target_set], base) if base and name != "base" else None,
+            "equal_size_of": next((method for method, twin in (matched or {}).items() if twin == name), None),
+            "vs_matched": (paired_difference(item_means[name, target_set], item_means[twin, target_set])
+                           if (twin := (matched or {}).get(name)) and (twin, target_set) in item_means else None),
         })
     return table
 
@@ -293,14 +297,16 @@ def _fmt_diff(diff) -> str:
         return ""
     mean, se = diff
     flag = " *" if abs(mean) > 2 * se > 0 else ""  # beyond two paired standard errors
-    return f"{100 * mean:+.1f} ± {100 * se:.1f}{flag}"
+    return f"{round(100 * mean, 1) + 0.0:+.1f} ± {100 * se:.1f}{flag}"  # + 0.0: no "-0.0"
 
 
 def markdown(table: list[dict], tasks: list[str]) -> str:
     with_base = any(row["name"] == "base" for row in table)
+    with_matched = any(row.get("vs_matched") for row in table)
     head = ("| method | targets | seeds | trainable | adapter | s/step | peak MB | " + " | ".join(tasks)
-            + " | average | Δ vs LoRA |" + (" Δ vs base |" if with_base else ""))
-    lines = [head, "|" + "---|" * (9 + with_base + len(tasks))]
+            + " | average | Δ vs LoRA |" + (" Δ vs equal-size LoRA |" if with_matched else "")
+            + (" Δ vs base |" if with_base else ""))
+    lines = [head, "|" + "---|" * (9 + with_matched + with_base + len(tasks))]
     for row in table:
         params = f"{row['trainable_params']:,}" if row["trainable_params"] else "0"
         adapter = f"{row['adapter_params']:,}" if row.get("adapter_params") else ""
@@ -310,6 +316,7 @@ def markdown(table: list[dict], tasks: list[str]) -> str:
         lines.append(f"| {row['name']} | {row['target_set']} | {row['seeds']} | {params} | {adapter} | {step} | {mem} | "
                      f"{cells} | "
                      f"**{_fmt(row['average'])}** | {_fmt_diff(row['vs_lora'])} |"
+                     + (f" {_fmt_diff(row.get('vs_matched'))} |" if with_matched else "")
                      + (f" {_fmt_diff(row['vs_base'])} |" if with_base else ""))
     return "\n".join(lines)
 
@@ -321,7 +328,8 @@ def bar_plot(table: list[dict], path: Path) -> Path:
 
     labels = [f"{r['name']} ({r['target_set']})" if r["target_set"] != "-" else r["name"] for r in table]
     colors = ["gray" if r["target_set"] == "-" else "tab:blue" if r["name"] == "lora"
-              else "tab:orange" if r["target_set"] == "paper" else "tab:green" for r in table]
+              else "lightskyblue" if r.get("equal_size_of") else "tab:orange" if r["target_set"] == "paper"
+              else "tab:green" for r in table]
     means = [100 * r["average"][0] for r in table]
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, max(4.5, 0.32 * len(table) + 1.5)), sharey=True)
     rows = range(len(table))
@@ -333,15 +341,22 @@ def bar_plot(table: list[dict], path: Path) -> Path:
     left.set_yticks(rows, labels, fontsize=8)
     left.invert_yaxis()
     left.set_xlabel("average accuracy (%) over held-out tasks; bars: std over seeds")
-    diffs = [r["vs_lora"] for r in table]
-    right.errorbar([100 * d[0] if d else float("nan") for d in diffs], rows,
-                   xerr=[196 * d[1] if d else 0 for d in diffs], fmt="o", color="black", capsize=3)
+    for key, style, label in [("vs_lora", dict(fmt="o", color="black"), "vs LoRA"),
+                              ("vs_matched", dict(fmt="s", color="tab:red", mfc="none"), "vs equal-size LoRA")]:
+        diffs = [r.get(key) for r in table]
+        if any(diffs):
+            shift = 0.2 if key == "vs_matched" else 0
+            right.errorbar([100 * d[0] if d else float("nan") for d in diffs], [i + shift for i in rows],
+                           xerr=[196 * d[1] if d else 0 for d in diffs], capsize=3, label=label, **style)
+    if any(r.get("vs_matched") for r in table):
+        right.legend(fontsize=8)
     right.axvline(0, color="tab:blue", lw=1)
     right.set_xlabel("difference to LoRA, same items (points; 95% interval)")
     for ax in (left, right):
         ax.grid(alpha=0.3, axis="x")
     legend = [text for color, text in [("gray", "gray: no adapter"), ("tab:orange", "orange: papers' targets"),
-                                       ("tab:green", "green: shared targets")] if color in colors]
+                                       ("tab:green", "green: shared targets"),
+                                       ("lightskyblue", "light blue: LoRA of a method's size")] if color in colors]
     fig.suptitle(f"Study: average accuracy per method ({', '.join(legend)})")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -366,7 +381,8 @@ def run_study(config: Path, only: str | None = None) -> Path:
     # the table covers every finished run, also those of earlier (e.g. --only) invocations
     finished = [root / "runs" / i["id"] / "summary.json" for i in full_plan]
     summaries = [json.loads(f.read_text()) for f in finished if f.is_file()]
-    table = aggregate(summaries, study_tasks(study))
+    matched = {run["match_params"]: run["name"] for run in study["runs"] if "match_params" in run}
+    table = aggregate(summaries, study_tasks(study), matched)
     (root / "results.json").write_text(json.dumps(table, indent=1))
     text = markdown(table, study_tasks(study))
     hours = sum(s.get("wall_s") or 0 for s in summaries) / 3600

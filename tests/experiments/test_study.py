@@ -139,4 +139,8 @@ def test_tiny_glue_study_runs_and_pairs_each_row(tmp_path):
     assert abs(trained - mor) <= 0.05 * mor and results["lora_like_mor"]["adapter_params"] == trained
     saved = json.loads((run / "adapter_config.json").read_text())
     assert saved["peft_type"] == "LORA" and saved["r"] == 12
+    twin = json.loads((run / "eval_items.json").read_text())["correct"]
+    diffs = [a - b for a, b in zip(items["mor_n4"], twin)]  # the method against the LoRA of its size, row by row
+    assert results["mor_n4"]["vs_matched"][0] == pytest.approx(sum(diffs) / 93)
+    assert results["lora_like_mor"]["equal_size_of"] == "mor_n4" and "Δ vs equal-size LoRA" in report
 
