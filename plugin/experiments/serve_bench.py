@@ -194,6 +194,13 @@ def vllm_python() -> str:
     raise UserError("--engine vllm needs vLLM: bash scripts/setup_vllm.sh (it builds .venv-vllm), or pip install vllm")
 
 
+def _plugin_serve_command(model_dir: str, port: int, max_batch_size: int, adapters: dict[str, Path],
+                         *extra: str) -> list[str]:
+    """``plugin.serve`` with the base and every adapter of ``adapters`` on one server."""
+    return [sys.executable, "-m", "plugin.serve", "--base", model_dir, "--port", str(port), "--max_batch_size",
+            str(max_batch_size), *(f"--adapter={name}={path}" for name, path in adapters.items()), *extra]
+
+
 def _measure_vllm(args, model_dir: str, concurrency: list[int], tmp: Path) -> list[dict]:
     """(v): each of the base, MoR, LoRATRF and MPLoRA-as-LoRA on its own vLLM server, the same load on each."""
     python, rows = vllm_python(), []
@@ -221,8 +228,7 @@ def _measure_vllm(args, model_dir: str, concurrency: list[int], tmp: Path) -> li
             for clients in concurrency:
                 measure("v", label, url, [name], clients, True)
     port = _free_port()
-    ours = [sys.executable, "-m", "plugin.serve", "--base", model_dir, "--port", str(port), "--dtype", "float32",
-            "--max_batch_size", str(max(concurrency)), *(f"--adapter={n}={adapters[n]}" for n in VLLM_METHODS)]
+    ours = _plugin_serve_command(model_dir, port, max(concurrency), adapters, "--dtype", "float32")
     with running(ours, port) as url:
         for clients in concurrency:
             for label, name in [("base", model_dir), *((n, n) for n in VLLM_METHODS)]:
@@ -236,8 +242,7 @@ def _measure_servers(args, model_dir: str, concurrency: list[int], tmp: Path) ->
 
     adapters = make_adapters(model_dir, tmp, args.rank, args.experts)
     port = _free_port()
-    ours = [sys.executable, "-m", "plugin.serve", "--base", model_dir, "--port", str(port),
-            "--max_batch_size", str(max(concurrency)), *(f"--adapter={n}={p}" for n, p in adapters.items())]
+    ours = _plugin_serve_command(model_dir, port, max(concurrency), adapters)
     with running(ours, port) as url:
         for clients in concurrency:
             for name in ADAPTER_METHODS:

@@ -253,6 +253,8 @@ def _item_means(runs: list[dict], tasks: list[str]) -> dict[str, list[float]]:
 
 def aggregate(summaries: list[dict], tasks: list[str], matched: dict[str, str] | None = None) -> list[dict]:
     """One row per run x target set; ``matched``: run name -> the name of the LoRA with its adapter parameters."""
+    matched = matched or {}
+    equal_size_of = {twin: method for method, twin in matched.items()}
     groups: dict[tuple, list[dict]] = {}
     for s in summaries:
         groups.setdefault((s["name"], s["target_set"]), []).append(s)
@@ -275,9 +277,9 @@ def aggregate(summaries: list[dict], tasks: list[str], matched: dict[str, str] |
             "average": (statistics.mean(averages), statistics.stdev(averages) if len(averages) > 1 else None),
             "vs_lora": paired_difference(item_means[name, target_set], lora) if lora and name != "lora" else None,
             "vs_base": paired_difference(item_means[name, target_set], base) if base and name != "base" else None,
-            "equal_size_of": next((method for method, twin in (matched or {}).items() if twin == name), None),
+            "equal_size_of": equal_size_of.get(name),
             "vs_matched": (paired_difference(item_means[name, target_set], item_means[twin, target_set])
-                           if (twin := (matched or {}).get(name)) and (twin, target_set) in item_means else None),
+                           if (twin := matched.get(name)) and (twin, target_set) in item_means else None),
         })
     return table
 
@@ -341,11 +343,11 @@ def bar_plot(table: list[dict], path: Path) -> Path:
     left.set_yticks(rows, labels, fontsize=8)
     left.invert_yaxis()
     left.set_xlabel("average accuracy (%) over held-out tasks; bars: std over seeds")
-    for key, style, label in [("vs_lora", dict(fmt="o", color="black"), "vs LoRA"),
-                              ("vs_matched", dict(fmt="s", color="tab:red", mfc="none"), "vs equal-size LoRA")]:
+    for key, shift, style, label in [("vs_lora", 0, dict(fmt="o", color="black"), "vs LoRA"),
+                                     ("vs_matched", 0.2, dict(fmt="s", color="tab:red", mfc="none"),
+                                      "vs equal-size LoRA")]:
         diffs = [r.get(key) for r in table]
         if any(diffs):
-            shift = 0.2 if key == "vs_matched" else 0
             right.errorbar([100 * d[0] if d else float("nan") for d in diffs], [i + shift for i in rows],
                            xerr=[196 * d[1] if d else 0 for d in diffs], capsize=3, label=label, **style)
     if any(r.get("vs_matched") for r in table):
