@@ -177,6 +177,20 @@ def transposed_weight(linear: nn.Module, like: torch.Tensor) -> torch.Tensor:
     return linear(torch.eye(linear.in_features, dtype=like.dtype, device=like.device))
 
 
+def add_product_(result: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``result + a @ b``, written into ``result``: for the inference paths, where ``result`` is the layer's own
+    fresh output (or the slice of one that vLLM's fused layer hands over, so the sum lands in place). One fused GEMM
+    where the dtypes agree, and no second tokens x d_out tensor: allocating one cost more than the add at prefill."""
+    if result.dtype != b.dtype:
+        return result.add_((a @ b).to(result.dtype))
+    if result.dim() == 2:
+        return result.addmm_(a, b)
+    if result.is_contiguous():
+        result.view(-1, result.shape[-1]).addmm_(a.reshape(-1, a.shape[-1]), b)
+        return result
+    return result.add_(a @ b)
+
+
 class Scale(nn.Module):
     """A trainable tensor applied by elementwise product inside its own call (MoR's Omega_A and Omega_B)."""
 

@@ -146,3 +146,27 @@ def test_inference_cache_follows_an_optimizer_that_bypasses_version_counters(met
     assert not torch.allclose(after, before)
     _assert_same(after, _logits(model, tokens, grad=True))
 
+
+
+@pytest.mark.parametrize("case", ["rows", "batch", "slice_of_wider", "strided_batch", "bf16_result"])
+def test_add_product_writes_the_sum_into_result(case):
+    """The inference paths add their last matmul into the layer's output; vLLM's fused layers hand over a slice."""
+    from plugin.tuners.base import add_product_
+
+    torch.manual_seed(0)
+    a, b = torch.randn(2, 3, 4), torch.randn(4, 5)
+    wide = torch.randn(2, 3, 9)
+    result = {"rows": wide[0, :, :5].contiguous(), "batch": wide[..., :5].contiguous(),
+              "slice_of_wider": wide[0, :, 2:7], "strided_batch": wide[..., 2:7],
+              "bf16_result": wide[..., :5].to(torch.bfloat16)}[case]
+    a = a[0] if result.dim() == 2 else a
+    expected = (result.float() + a @ b).to(result.dtype)
+    before = wide.clone()
+    out = add_product_(result, a, b)
+    assert out is result
+    tolerance = {"rtol": 2e-2, "atol": 5e-2} if case == "bf16_result" else {"rtol": 1e-6, "atol": 1e-5}
+    assert torch.allclose(result.float(), expected.float(), **tolerance)
+    if case in ("slice_of_wider", "strided_batch"):  # the rest of the wider output is untouched
+        outside = torch.ones_like(wide, dtype=torch.bool)
+        outside[..., 2:7] = False
+        assert wide[outside].equal(before[outside]) and not wide[..., 2:7].equal(before[..., 2:7])

@@ -143,14 +143,15 @@ class AdaptedProjection(nn.Module):
         if self.gather_input:  # the adapter reads all of x (LoRATRF's gate: cos(x, t))
             x = _all_gather(x)
         full = self._full_slices(out) if self.gather_output else {}
-        pieces = []
         for s, key in zip(self.slices, self.keys):
-            piece = out if len(self.slices) == 1 else out[..., s.start:s.end]
-            if key is not None:
-                adapted = self.adapters[key]._adapter_output(self.adapter_name, x, full.get(key, piece))
-                piece = adapted[..., s.offset:s.offset + s.end - s.start].contiguous() if key in full else adapted
-            pieces.append(piece)
-        out = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-1)
+            if key is None:
+                continue
+            piece = out if len(self.slices) == 1 else out[..., s.start:s.end]  # a view: the result lands in out
+            adapted = self.adapters[key]._adapter_output(self.adapter_name, x, full.get(key, piece))
+            if key in full:
+                piece.copy_(adapted[..., s.offset:s.offset + s.end - s.start])
+            elif adapted is not piece:  # a method whose inference path does not add in place
+                piece.copy_(adapted)
         return (out, bias) if self.return_bias else out
 
     def _full_slices(self, out: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..base import LowRankConfig, LowRankLayer, principal_init
+from ..base import LowRankConfig, LowRankLayer, add_product_, principal_init
 
 
 GATE_EPS = 1e-8
@@ -136,13 +136,13 @@ class LoRATRFLayer(LowRankLayer):
             x_a = x.to(a_t.dtype)
             u = F.linear(x_a, a_t)
             gate = gate_from_projection(u[..., -1:], x_a, floor)
-            return result + F.linear(u[..., :-1] * gate, b_scaled).to(result.dtype)
+            return add_product_(result, u[..., :-1] * gate, b_scaled.T)
         a, t, b, t_a, t_b = self.adapter_weights(adapter_name, "trf_A", "trf_t", "trf_B", "trf_T_A", "trf_T_B")
         b_scaled, (t_a_t, floor) = self.inference_weight(
             adapter_name, "s B, [T_A; t/|t|]", (a, t, b, t_a),
             lambda a, t, b, t_a: (b * scaling, stack_unit_vector(t_a, t)),
         )
-        h = result.to(a.dtype) + F.linear(F.linear(x.to(a.dtype), a), b_scaled)
+        h = add_product_(result.to(a.dtype), F.linear(x.to(a.dtype), a), b_scaled.T)  # result itself if dtypes agree
         u = F.linear(h, t_a_t)
         gated = u[..., :-1] * gate_from_projection(u[..., -1:], h, floor)
-        return (h + F.linear(gated, t_b)).to(result.dtype)
+        return add_product_(h, gated, t_b.T).to(result.dtype)

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..base import LowRankConfig, LowRankLayer, Scale, transposed_weight
+from ..base import LowRankConfig, LowRankLayer, Scale, add_product_, transposed_weight
 
 
 def expert_matrix(b_t: torch.Tensor, scale_b) -> torch.Tensor:
@@ -85,7 +85,7 @@ class MoRLayer(LowRankLayer):
         gates = torch.softmax(both[..., rank:], dim=-1, dtype=torch.float32)
         self.last_gates[adapter_name] = gates
         w = (both[..., :rank].unsqueeze(-1) * gates.to(dtype).unsqueeze(-2)).flatten(-2)
-        return result + (w @ c).to(result.dtype)
+        return add_product_(result, w, c)
 
     def _token_gates(self, adapter_name: str) -> torch.Tensor:
         gates = self.last_gates[adapter_name]
