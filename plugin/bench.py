@@ -72,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--serve_random", metavar="HIDDEN,LAYERS",
                    help="with --serve: serve a random-init LLaMA-shaped model of this width and depth instead (e.g. "
                         "4096,8: LLaMA-2-7B's layers, eight of them), with --serve_model's tokenizer")
+    p.add_argument("--vllm_compiled", action="store_true",
+                   help="with --serve --engine vllm: vLLM's default compiled graphs (torch.compile, a few minutes of "
+                        "compiling per server on a CPU) instead of eager mode, the mode the vLLM tests check token for "
+                        "token")
     p.add_argument("--transformers_cb", action="store_true",
                    help="with --serve: run `transformers serve` with --continuous-batching (default: its default)")
     p.add_argument("--json", help="also write the rows here")

@@ -4,8 +4,8 @@ in the same run —
 (b) our server serving the base model against ``transformers serve`` on the same model and load,
 (c) clients spread over three adapters of different methods against all on one adapter;
 with ``--engine vllm`` instead: (v) MoR and LoRATRF exported for vLLM (``plugin.export --vllm``) and MPLoRA as LoRA
-(``--as-lora``, vLLM's own multi-LoRA) against the base, each on its own vLLM server (float32, eager: the setting the
-vLLM tests check token for token), then the base and the same three adapters on one ``plugin.serve`` (float32),
+(``--as-lora``, vLLM's own multi-LoRA) against the base, each on its own vLLM server (float32; eager, the setting
+the vLLM tests check token for token, or with ``--vllm_compiled`` vLLM's default compiled graphs), then the base and the same three adapters on one ``plugin.serve`` (float32),
 every row as a ratio to vLLM's base.
 
 The servers are the real commands in their own processes; each client sends its requests one after another over
@@ -71,14 +71,14 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def running(command: list[str], port: int, env: dict | None = None):
-    """A server process on ``port``, until the block ends."""
+def running(command: list[str], port: int, env: dict | None = None, start_s: int = 300):
+    """A server process on ``port`` (healthy within ``start_s`` seconds), until the block ends."""
     log = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                             env={**(env or os.environ), "PLUGIN_API_KEY": ""})
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 300
+        deadline = time.time() + start_s
         while True:
             if proc.poll() is not None or time.time() > deadline:
                 log.seek(0)
@@ -222,9 +222,9 @@ def _measure_vllm(args, model_dir: str, concurrency: list[int], tmp: Path) -> li
         port = _free_port()
         name = "mplora" if extra else "model"
         command = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--served-model-name",
-                   "model", "--port", str(port), "--dtype", "float32", "--enforce-eager",
-                   "--max-num-seqs", str(max(concurrency)), "--max-model-len", "2048", *extra]
-        with running(command, port, env) as url:
+                   "model", "--port", str(port), "--dtype", "float32", "--max-num-seqs", str(max(concurrency)),
+                   "--max-model-len", "2048", *([] if args.vllm_compiled else ["--enforce-eager"]), *extra]
+        with running(command, port, env, 1800 if args.vllm_compiled else 300) as url:
             for clients in concurrency:
                 measure("v", label, url, [name], clients, True)
     port = _free_port()

@@ -4,8 +4,9 @@ vLLM fuses q, k, v into one ``qkv_proj`` and gate, up into one ``gate_up_proj``;
 them on its own. Each adapted slice gets a real tuner layer of the package (``MoRLayer``, ``LoRATRFLayer``,
 ``MPLoraLayer``, ...), made by PEFT's own injection (``LowRankModel``: target_modules, exclude_modules,
 layers_to_transform, rank_pattern, alpha_pattern as for transformers) over a skeleton of placeholders shaped like
-the HF modules; the projection calls vLLM's layer once and hands each slice of its output to that slice's layer's
-``_adapter_output``, the same inference path ``plugin.chat`` runs. No adapter math lives here.
+the HF modules; the projection calls vLLM's layer once and hands each slice of its output (a view) to that slice's
+layer's ``_adapter_output``, the same inference path ``plugin.chat`` runs, which adds its update into the slice in
+place: nothing is concatenated afterwards. No adapter math lives here.
 
 vLLM's layer is only ever called: on CPU its weight is repacked after loading and ``layer.weight`` emptied.
 
