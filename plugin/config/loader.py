@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import sys
 import types
 import typing
@@ -19,9 +20,10 @@ from . import chat_templates, peer_keys
 from .method_keys import method_keys
 from .peft_mapping import ALL_LINEAR, peft_config_from_keys
 from .deepspeed_file import resolve_deepspeed
-from .schema import (ALIASES, DEFAULT_ROLES, EMBEDDED_ENCODER, RL_TYPES, TEXT_TYPES, DatasetSpec, TrainConfig, to_dict,
-                     yaml_fields)
+from .schema import (ALIASES, DEFAULT_ROLES, EMBEDDED_ENCODER, RL_TYPES, SFT_TYPES, TEXT_TYPES, DatasetSpec, TrainConfig,
+                     TrlSpec, to_dict, yaml_fields)
 from ..utils.errors import UserError
+from ..utils.imports import import_object
 
 
 def type_name(tp: Any) -> str:
@@ -51,6 +53,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        if len(args) == 2 and type(None) in args:  # Optional[X]: X's own message (a bad key inside a section)
+            return _coerce(value, next(a for a in args if a is not type(None)), where)
         for arg in args:
             if arg is type(None):
                 continue
@@ -123,6 +127,11 @@ def _build(cls: type, raw: dict, where: str = "", spelled: dict | None = None) -
             continue
         if cls is DatasetSpec and key not in names and _peer_dataset_key(key, value, label):
             continue
+        if cls is DatasetSpec and key == "type" and is_transform(value):  # Axolotl's module.function: _check_rl
+            kwargs[key] = value
+            continue
+        if cls is TrlSpec and _peer_trl_key(key, value, raw, label):
+            continue
         if key not in names:
             raise UserError(f"unknown key '{label}'{_suggest(key, names + list(derived))}")
         kwargs[key] = _coerce(value, hints[key], label)
@@ -141,6 +150,24 @@ def _peer_dataset_key(key: str, value: Any, label: str) -> bool:
         return True
     if key in peer_keys.DATASET_IGNORED:
         print(f"note: ignoring {label}: {peer_keys.DATASET_IGNORED[key]}", file=sys.stderr)
+        return True
+    return False
+
+
+def is_transform(value: Any) -> bool:
+    """A dataset type naming the user's own transform (Axolotl's ``module.function``), not one of our formats or a
+    misspelt one of them (``chatml.intell`` is a typo, not a module)."""
+    return isinstance(value, str) and value not in SFT_TYPES + RL_TYPES and \
+        bool(re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+", value)) and \
+        value.split(".")[0] not in {t.split(".")[0] for t in RL_TYPES if "." in t}
+
+
+def _peer_trl_key(key: str, value: Any, raw: dict, label: str) -> bool:
+    """TRL's vLLM-generation keys in ``trl:``: refused with use_vllm, else set aside with a note."""
+    if raw.get("use_vllm"):
+        raise UserError(f"trl.use_vllm: {peer_keys.VLLM_GENERATION}")
+    if key.startswith("vllm_"):
+        print(f"note: ignoring {label}: it is read with use_vllm only", file=sys.stderr)
         return True
     return False
 
@@ -439,6 +466,10 @@ def _check_rl(cfg: TrainConfig, explicit_keys: list[str]) -> None:
         if key in explicit_keys and cfg.rl not in stages:
             raise UserError(f"{key} is set but {'rl is not' if cfg.rl is None else f'rl: {cfg.rl} does not read it'};"
                             f" it is read by rl: {' / '.join(stages)}")
+    transforms = [d.type for d in cfg.datasets + cfg.test_datasets if is_transform(d.type)]
+    if transforms and cfg.rl is None:
+        raise UserError(f"dataset type {transforms[0]}: a transform function (module.function) prepares rl: data, "
+                        "as Axolotl's; for SFT use one of the formats (messages, sharegpt, alpaca, text)")
     if cfg.rl is None:
         rl_types = [d.type for d in cfg.datasets + cfg.test_datasets if d.type in RL_TYPES]
         if rl_types:
@@ -464,12 +495,18 @@ def _check_rl(cfg: TrainConfig, explicit_keys: list[str]) -> None:
                             "[module.function]} (docs/preference.md)")
         if None not in (cfg.trl.beta, cfg.rl_beta) and cfg.trl.beta != cfg.rl_beta:
             raise UserError(f"trl.beta ({cfg.trl.beta}) and rl_beta ({cfg.rl_beta}) are the same setting; keep one")
-        if cfg.trl.use_vllm:
-            raise UserError("trl.use_vllm: generating with vLLM is not supported here: GRPO samples inside the "
-                            "trainer; drop use_vllm")
+        if cfg.trl.advantage_estimator == "rloo":
+            grpo_only = [k for k in ("loss_type", "scale_rewards") if getattr(cfg.trl, k) is not None]
+            if grpo_only:
+                raise UserError(f"trl.{grpo_only[0]} is GRPO's; advantage_estimator: rloo (TRL's RLOOTrainer) has "
+                                "none: drop one of them")
         if cfg.trl.reward_weights is not None and len(cfg.trl.reward_weights) != len(cfg.trl.reward_funcs):
             raise UserError(f"trl.reward_weights has {len(cfg.trl.reward_weights)} weights for "
                             f"{len(cfg.trl.reward_funcs)} reward functions; give one each")
+        for path in cfg.trl.reward_funcs:  # imported now: a typo is found before the model loads
+            import_object(path, "trl.reward_funcs")
+    for path in transforms:
+        import_object(path, "datasets[].type")
 
 
 def _check_task(cfg: TrainConfig, explicit_keys: list[str]) -> None:

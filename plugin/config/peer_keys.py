@@ -100,6 +100,11 @@ def _each(reason: str, keys: str) -> dict[str, str]:
 _PREFERENCE = "this preference / reward option is not supported: rl: dpo, ipo, kto, orpo, simpo and grpo run with " \
               "the preference keys of docs/configuration.md (PPO, reward-model stages and separate reference models " \
               "do not)"
+# Axolotl's vllm: section, trl.use_vllm and trl.vllm_*: TRL's generation on a vLLM server during training
+VLLM_GENERATION = "generating with a vLLM server during training is not supported: TRL sends it the adapter merged " \
+                  "into the base weights, which MoR and LoRATRF cannot be (their update depends on the input); drop " \
+                  "the vllm: section and trl.use_vllm: GRPO then samples inside the trainer through the adapters' " \
+                  "inference path (to serve on vLLM after training: python -m plugin.serve RUN --engine vllm)"
 _VISION = "vision, audio and video training is not supported: plugin.train trains language models on text"
 _PARALLEL = "tensor, context and sequence parallelism are not supported: data parallelism, FSDP and DeepSpeed ZeRO " \
             "run here (docs/distributed.md)"
@@ -125,10 +130,11 @@ _HUB_SECRET = "a hub token in the YAML is not supported: set HF_TOKEN in the env
 REFUSED_WHEN_ON = {
     **_each(_PREFERENCE, "center_rewards_coefficient dpo_beta dpo_generate_during_eval dpo_loss_type "
                          "dpo_loss_weights dpo_norm_loss dpo_padding_free dpo_use_liger_kernel dpo_use_logits_to_keep "
-                         "dpo_use_weighting precompute_ref_log_probs process_reward_model vllm "
+                         "dpo_use_weighting precompute_ref_log_probs process_reward_model "
                          "max_prompt_len ebft ppo_buffer_size ppo_epochs ppo_score_norm ppo_target "
                          "ppo_whiten_rewards pref_bco_weight ref_model ref_model_adapters ref_model_quantization_bit "
                          "reward_model_adapters reward_model_quantization_bit reward_model_type ld_alpha"),
+    "vllm": VLLM_GENERATION,
     **_each(_VISION, "image_size image_resize_algorithm processor_kwargs freeze_mm_modules audio_sampling_rate "
                      "crop_to_patches image_do_pan_and_scan image_min_pixels media_dir use_audio_in_video video_fps "
                      "video_max_pixels video_maxlen video_min_pixels freeze_language_model"),

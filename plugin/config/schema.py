@@ -48,7 +48,8 @@ class DatasetSpec:
         "trained); under rl: preference (TRL's prompt/chosen/rejected, text or chats: the default), kto (TRL's "
         "prompt/completion/label), prompt (grpo: a prompt column; the other columns reach the reward functions), "
         "Axolotl's chatml.* / llama3.* (intel, icr, prompt_pairs, ultra, argilla_chat; kto: argilla) and "
-        "chat_template.default / argilla / argilla_chat (docs/preference.md)")
+        "chat_template.default / argilla / argilla_chat, or your own transform as Axolotl's module.function "
+        "(docs/preference.md)")  # a module.function passes as it is; config/loader.py checks it under rl:
     split: str = option("data", "train", "split of a hub or saved dataset")
     name: Optional[str] = option("data", None, "hub dataset config name")
     field_messages: Optional[str] = option("data", None, "column holding the chat (default messages; conversations "
@@ -103,19 +104,25 @@ class TrlSpec:
     reward_weights: Optional[list[float]] = option("preference", None, "GRPO: one weight per reward function "
                                                                        "(default: all 1)")
     num_generations: int = option("preference", 4, "GRPO: completions sampled per prompt (the group its advantages "
-                                                   "are taken in); micro_batch_size * processes must divide by it")
+                                                   "are taken in); micro_batch_size * processes * "
+                                                   "gradient_accumulation_steps must divide by it")
+    advantage_estimator: Literal["grpo", "rloo"] = option(
+        "preference", "grpo", "GRPO: grpo (reward minus the group's mean, TRL's GRPOTrainer) or rloo (minus the mean "
+        "of the other completions of its prompt: TRL's RLOOTrainer, which has no loss_type or scale_rewards)")
     max_completion_length: int = option("preference", 256, "GRPO: longest sampled completion in tokens")
     temperature: float = option("preference", 1.0, "GRPO: sampling temperature")
     top_p: float = option("preference", 1.0, "GRPO: nucleus sampling")
     top_k: int = option("preference", 0, "GRPO: top-k sampling (0: off)")
     beta: Optional[float] = option("preference", None, "GRPO: the KL coefficient (= rl_beta; default 0: no reference "
                                                        "forward)")
-    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = option("preference", "dapo", "GRPO: TRL's loss_type")
-    scale_rewards: Literal["group", "batch", "none"] = option(
-        "preference", "group", "GRPO: divide advantages by the reward std of the group, the batch, or not at all")
+    loss_type: Optional[Literal["grpo", "dr_grpo", "dapo", "bnpo"]] = option(
+        "preference", None, "GRPO: TRL's loss_type (default: TRL's, dapo)")
+    scale_rewards: Optional[Literal["group", "batch", "none"]] = option(
+        "preference", None, "GRPO: divide advantages by the reward std of the group, the batch, or not at all "
+        "(default: TRL's, group)")
     epsilon: float = option("preference", 0.2, "GRPO: the clipping range of the policy ratio")
-    use_vllm: bool = option("preference", False, "generate with vLLM: not supported here (generation runs in the "
-                                                 "trainer)")
+    use_vllm: bool = option("preference", False, "generate with a vLLM server (Axolotl's vllm: section): refused, "
+                                                 "GRPO samples inside the trainer (docs/preference.md)")
 
 
 @dataclass

@@ -9,12 +9,17 @@ wrong thing (an empty answer, chosen equal to rejected) are dropped and counted 
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
 
 from datasets import Dataset, concatenate_datasets
 
+from ..config.loader import is_transform
 from ..config.schema import RL_TYPES, DatasetSpec, TrainConfig
-from ..utils.errors import UserError
+from ..models.loader import tokenizer_for
+from ..utils.errors import UserError, first_line
+from ..utils.imports import import_object
 from .chat_labels import RowProblem
 from .loader import ChatFormat, _first_rows, _load_raw, held_out_split
 
@@ -41,9 +46,10 @@ DEFAULT_TYPE = {"pairs": "preference", "kto": "kto", "prompt": "prompt"}
 
 
 def stage_type(spec: DatasetSpec, rl: str) -> str:
-    """The row format of one dataset under stage ``rl``; an SFT format (or another stage's) is refused here."""
+    """The row format of one dataset under stage ``rl``; an SFT format (or another stage's) is refused here. A
+    transform's rows are in the stage's TRL format."""
     stage = STAGE_FORMAT[rl]
-    kind = DEFAULT_TYPE[stage] if spec.type == "messages" else spec.type
+    kind = DEFAULT_TYPE[stage] if spec.type == "messages" or is_transform(spec.type) else spec.type
     if kind not in STAGE_TYPES[stage]:
         raise UserError(f"dataset {spec.path}: type: {spec.type} is not a format rl: {rl} reads; use one of "
                         f"{', '.join(STAGE_TYPES[stage])} (docs/preference.md)")
@@ -200,12 +206,38 @@ def _report(spec: DatasetSpec, rows: _Rows, total: int, kept: int) -> None:
               file=sys.stderr, flush=True)
 
 
-def preference_dataset(spec: DatasetSpec, rl: str) -> Dataset:
-    """One dataset entry as TRL's rows for stage ``rl``."""
+def _transformed(raw: Dataset, spec: DatasetSpec, cfg: TrainConfig, index: int, tokenizer) -> Dataset:
+    """Axolotl's own transform of an rl: dataset, called as Axolotl calls it: ``module.function(cfg, dataset_idx=i)``
+    gives a row function (taking ``tokenizer=`` if it names one), or it and ``Dataset.map``'s arguments, where
+    ``remove_columns`` leaves out columns the data lacks and ``"__all__"`` means every original column."""
+    made = import_object(spec.type, f"datasets[{index}].type")(cfg, dataset_idx=index)
+    row_function, map_kwargs = made if isinstance(made, tuple) else (made, {})
+    if not callable(row_function):
+        raise UserError(f"dataset {spec.path}: {spec.type} returned {type(row_function).__name__}, not a function of a "
+                        "row (Axolotl's transforms return one, or it and Dataset.map's arguments)")
+    map_kwargs = dict(map_kwargs)
+    drop = map_kwargs.get("remove_columns")
+    if drop is not None:
+        map_kwargs["remove_columns"] = raw.column_names if drop == "__all__" else \
+            [c for c in ([drop] if isinstance(drop, str) else drop) if c in raw.column_names]
+    if "tokenizer" in inspect.signature(row_function).parameters:
+        row_function = functools.partial(row_function, tokenizer=tokenizer or tokenizer_for(cfg))
+    try:
+        return raw.map(row_function, **map_kwargs, desc=f"{spec.type}")
+    except Exception as err:  # the user's function on these rows (a column it expects and the data lacks, ...)
+        raise UserError(f"dataset {spec.path}: {spec.type} failed on its rows: {type(err).__name__}: "
+                        f"{first_line(err)}") from None
+
+
+def preference_dataset(spec: DatasetSpec, cfg: TrainConfig, index: int = 0, tokenizer=None) -> Dataset:
+    """One dataset entry (the ``index``-th of its list) as TRL's rows for ``cfg``'s stage."""
+    rl = cfg.rl
     kind = stage_type(spec, rl)
     raw = _load_raw(spec)
     if spec.max_samples is not None:
         raw = raw.select(range(min(spec.max_samples, len(raw))))
+    if is_transform(spec.type):
+        raw = _transformed(raw, spec, cfg, index, tokenizer)
     stage = STAGE_FORMAT[rl]
     kept, rows = _kto(raw, spec, kind) if stage == "kto" else _prompts(raw, spec) if stage == "prompt" else \
         _pairs(raw, spec, kind)
@@ -213,10 +245,11 @@ def preference_dataset(spec: DatasetSpec, rl: str) -> Dataset:
     return Dataset.from_list(kept)
 
 
-def load_preference_data(cfg: TrainConfig) -> tuple[Dataset, Dataset | None]:
-    """The training (and held-out) rows of an rl: run, in TRL's format; the trainer tokenises them."""
+def load_preference_data(cfg: TrainConfig, tokenizer=None) -> tuple[Dataset, Dataset | None]:
+    """The training (and held-out) rows of an rl: run, in TRL's format; the trainer tokenises them (``tokenizer``:
+    for a transform that asks for it; loaded if needed and not given)."""
     def build(specs: list[DatasetSpec]) -> Dataset:
-        parts = [preference_dataset(spec, cfg.rl) for spec in specs]
+        parts = [preference_dataset(spec, cfg, index, tokenizer) for index, spec in enumerate(specs)]
         return concatenate_datasets(parts) if len(parts) > 1 else parts[0]
 
     data = build(cfg.datasets)

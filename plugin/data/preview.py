@@ -65,7 +65,7 @@ def _preview_preference(cfg: TrainConfig, tokenizer, rows: int, as_json: bool, c
     the answer's tokens trained (scored against the reference) and the prompt's not."""
     from .preference import load_preference_data, trained_sequences
 
-    train_data, _ = load_preference_data(cfg)
+    train_data, _ = load_preference_data(cfg, tokenizer)
     if not as_json:
         print(f"{len(train_data)} training rows (rl: {cfg.rl}); the answers' tokens, which the loss scores, are shown "
               f"{_GREEN + 'in green' + _RESET if color else '[[between double brackets]]'}\n", file=out)

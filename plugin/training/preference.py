@@ -3,17 +3,17 @@ from the YAML.
 
 dpo and ipo run TRL's DPOTrainer (loss_type sigmoid / ipo, with an NLL term on the chosen answers at rpo_alpha),
 kto its KTOTrainer, orpo and simpo the experimental ORPO and CPO trainers (no reference model), grpo its
-GRPOTrainer, rm its RewardTrainer. The reference of DPO, IPO, KTO and GRPO is the base with the adapters disabled:
-the trainers get the base and the PEFT config, so TRL makes no second copy of the adapter.
+GRPOTrainer (its RLOOTrainer with trl.advantage_estimator: rloo), rm its RewardTrainer. The reference of DPO, IPO,
+KTO and GRPO is the base with the adapters disabled: the trainers get the base and the PEFT config, so TRL makes no
+second copy of the adapter.
 """
 
 from __future__ import annotations
 
-import importlib
 import warnings
 
 from trl import (DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, KTOConfig, KTOTrainer, RewardConfig, RewardTrainer,
-                 RLOOTrainer)
+                 RLOOConfig, RLOOTrainer)
 
 with warnings.catch_warnings():  # TRL warns on every import of its experimental trainers
     warnings.simplefilter("ignore")
@@ -21,7 +21,7 @@ with warnings.catch_warnings():  # TRL warns on every import of its experimental
     from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
 from ..config import TrainConfig
-from ..utils.errors import UserError
+from ..utils.imports import import_object
 from .arguments import common_arguments
 from .trainer import AuxLossMixin
 
@@ -99,25 +99,13 @@ def preference_arguments(cfg: TrainConfig, has_eval: bool, use_cpu: bool):
         return RewardConfig(**common, max_length=cfg.sequence_len)
     trl = cfg.trl
     kl = trl.beta if trl.beta is not None else cfg.rl_beta if cfg.rl_beta is not None else 0.0
-    return GRPOConfig(**common, beta=kl, num_generations=trl.num_generations,
-                      max_completion_length=trl.max_completion_length, temperature=trl.temperature, top_p=trl.top_p,
-                      top_k=trl.top_k, loss_type=trl.loss_type, scale_rewards=trl.scale_rewards, epsilon=trl.epsilon,
-                      reward_weights=trl.reward_weights)
-
-
-def reward_function(path: str):
-    """``module.function`` or ``module:function`` (Axolotl's spelling is the first), imported."""
-    module, _, name = path.rpartition(":") if ":" in path else path.rpartition(".")
-    try:
-        function = getattr(importlib.import_module(module), name) if module else None
-    except ImportError as err:
-        raise UserError(f"trl.reward_funcs: {path}: cannot import {module} ({err}); give module.function with the "
-                        "module on PYTHONPATH (e.g. the YAML's folder)") from None
-    except AttributeError:
-        function = None
-    if not callable(function):
-        raise UserError(f"trl.reward_funcs: {path} is not a function; give module.function")
-    return function
+    online = dict(**common, beta=kl, num_generations=trl.num_generations,
+                  max_completion_length=trl.max_completion_length, temperature=trl.temperature, top_p=trl.top_p,
+                  top_k=trl.top_k, epsilon=trl.epsilon, reward_weights=trl.reward_weights)
+    if trl.advantage_estimator == "rloo":
+        return RLOOConfig(**online)
+    grpo_only = {k: getattr(trl, k) for k in ("loss_type", "scale_rewards") if getattr(trl, k) is not None}
+    return GRPOConfig(**online, **grpo_only)
 
 
 def preference_trainer(cfg: TrainConfig, base_model, peft_config, args, train_data, eval_data, tokenizer, **common):
@@ -125,5 +113,6 @@ def preference_trainer(cfg: TrainConfig, base_model, peft_config, args, train_da
     kwargs = dict(model=base_model, args=args, train_dataset=train_data, eval_dataset=eval_data,
                   processing_class=tokenizer, peft_config=peft_config, **common)
     if cfg.rl == "grpo":
-        kwargs["reward_funcs"] = [reward_function(path) for path in cfg.trl.reward_funcs]
-    return TRAINERS[cfg.rl](**kwargs)
+        kwargs["reward_funcs"] = [import_object(path, "trl.reward_funcs") for path in cfg.trl.reward_funcs]
+    rloo = cfg.rl == "grpo" and cfg.trl.advantage_estimator == "rloo"
+    return (AuxLossRLOOTrainer if rloo else TRAINERS[cfg.rl])(**kwargs)

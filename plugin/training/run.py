@@ -64,7 +64,7 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.rl:  # the rows TRL's preference trainers read; they tokenise them
         from ..data.preference import load_preference_data
 
-        train_data, eval_data = load_preference_data(cfg)
+        train_data, eval_data = load_preference_data(cfg, tokenizer)
     else:
         train_data, eval_data = load_training_data(cfg, tokenizer)
     bf16 = resolve_bf16(cfg.bf16)

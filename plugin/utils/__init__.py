@@ -1,1 +1,1 @@
-"""What every layer shares: user errors (one line, exit 2) and folder checks."""
+"""What every layer shares: user errors (one line, exit 2), folder checks, importing the user's own functions."""

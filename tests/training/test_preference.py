@@ -2,6 +2,7 @@
 classes and through plugin.train; the auxiliary term counted once per optimiser step; the reference is the base."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -262,11 +263,64 @@ def test_llamafactory_dpo_and_kto_examples_mean_what_upstream_means(monkeypatch)
     ({"stage": "dpo", "pref_loss": "hinge"}, "pref_loss: hinge: choose one of sigmoid, ipo, orpo, simpo"),
     ({"rl": "dpo", "datasets": [{"path": "d.jsonl", "type": "alpaca"}]}, "type: alpaca is not a format rl: dpo reads"),
     ({"datasets": [{"path": "d.jsonl", "type": "chatml.intel"}]}, "holds preference data, read by rl:"),
+    ({"rl": "dpo", "datasets": [{"path": "d.jsonl", "type": "chatml.intell"}]}, "did you mean 'chatml.intel'?"),
+    ({"datasets": [{"path": "d.jsonl", "type": "rewards.prompt_transform"}]},
+     "a transform function (module.function) prepares rl: data"),
+    ({"rl": "dpo", "datasets": [{"path": "d.jsonl", "type": "no_such_module.transform"}]},
+     "datasets[].type: no_such_module.transform: cannot import no_such_module"),
+    ({"rl": "grpo", "trl": {"reward_funcs": ["no_such_module.f"]}}, "trl.reward_funcs: no_such_module.f: cannot import"),
+    ({"rl": "grpo", "trl": {"reward_funcs": ["plugin.training.rewards.exact_answer"], "advantage_estimator": "rloo",
+                            "scale_rewards": "batch"}}, "trl.scale_rewards is GRPO's; advantage_estimator: rloo"),
+    ({"rl": "grpo", "trl": {"reward_funcs": ["m.f"], "advantage_estimator": "reinforce_plus_plus"}},
+     "trl.advantage_estimator must be 'grpo' or 'rloo'"),
+    ({"rl": "grpo", "vllm": {"host": "0.0.0.0"}}, "generating with a vLLM server during training is not supported"),
 ])
 def test_preference_config_mistakes_are_one_line(keys, message):
-    with pytest.raises(UserError, match=message.replace("{", r"\{").replace("(", r"\(")):
+    with pytest.raises(UserError, match=re.escape(message)):
         cfg = load_config(None, {"datasets": [{"path": "d.jsonl"}], **keys})
         load_preference_data(cfg)  # the dataset types are checked where they are read
+
+
+GRPO_EXAMPLE = AX / "grpo"  # Axolotl's examples/grpo: the YAML, its rewards.py, and GSM8K rows in its hub layout
+
+
+def test_axolotl_grpo_transform_makes_the_rows_upstream_means(tiny_model_dir, monkeypatch, tmp_path, capsys):
+    """Axolotl's examples/grpo/advantage_estimator.yaml, verbatim: refused in one line for its vLLM server (with the
+    way out), and without it its own transform (rewards.prompt_transform, imported from the launch folder) makes
+    GRPO's rows, each a system + user chat with the answer kept for the rewards, and RLOO's TRL config."""
+    import yaml
+
+    from plugin.training.preference import preference_arguments
+
+    monkeypatch.chdir(GRPO_EXAMPLE)
+    monkeypatch.syspath_prepend(str(GRPO_EXAMPLE))  # what python -m from this folder gives
+    for published in ("advantage_estimator.yaml", AX / "grpo_code_r1_acecode.yaml"):  # the GRPO cookbook's too
+        with pytest.raises(UserError, match="drop the vllm: section and trl.use_vllm"):
+            load_config(published)
+    keys = yaml.safe_load((GRPO_EXAMPLE / "advantage_estimator.yaml").read_text())
+    with pytest.raises(UserError, match="unknown key 'truest_remote_code'; did you mean 'trust_remote_code'"):
+        load_config(None, {**keys, "vllm": None})  # upstream's typo, which Axolotl passes over
+    del keys["vllm"], keys["truest_remote_code"]
+    keys["trl"]["use_vllm"] = False
+    keys["datasets"][0].update(path="gsm8k_main_test_first8.jsonl", split="train")
+    keys["base_model"] = str(tiny_model_dir)  # its tokenizer reaches the row function, which names one
+    cfg = load_config(None, keys)
+    assert "ignoring trl.vllm_server_host: it is read with use_vllm only" in capsys.readouterr().err
+    rows, held_out = load_preference_data(cfg)
+    upstream = [json.loads(line) for line in (GRPO_EXAMPLE / "gsm8k_main_test_first8.jsonl").read_text().splitlines()]
+    assert held_out is None and sorted(rows.column_names) == ["answer", "prompt"]
+    system = "Answer the question. Put the final answer in <answer></answer> tags."
+    assert rows.to_list() == [{"prompt": [{"role": "system", "content": system},
+                                          {"role": "user", "content": r["question"]}], "answer": r["answer"]}
+                              for r in upstream]
+    args = preference_arguments(cfg, False, use_cpu=True)
+    assert type(args).__name__ == "RLOOConfig" and (args.num_generations, args.temperature) == (8, 0.7)
+    assert type(preference_arguments(load_config(None, {**keys, "trl": {**keys["trl"], "advantage_estimator": "grpo"}}),
+                                     False, use_cpu=True)).__name__ == "GRPOConfig"
+    bad = write_jsonl(tmp_path / "no_question.jsonl", [{"query": "2 + 2?", "answer": "4"}])
+    keys["datasets"][0]["path"] = str(bad)
+    with pytest.raises(UserError, match="rewards.prompt_transform failed on its rows: KeyError"):
+        load_preference_data(load_config(None, keys))
 
 
 def _hub_rows_like(kind: str, pairs: list[dict]) -> list[dict]:
@@ -281,9 +335,10 @@ def _hub_rows_like(kind: str, pairs: list[dict]) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_upstream_preference_yamls_train_two_steps(tiny_model_dir, tmp_path):
-    """LLaMA-Factory's DPO and KTO examples and Axolotl's DPO, KTO and ORPO examples, verbatim but for the base
-    model, the data's location (same layout), the adapter and a CPU-sized run; each saves a loadable adapter."""
+def test_upstream_preference_yamls_train_two_steps(tiny_model_dir, tmp_path, monkeypatch):
+    """LLaMA-Factory's DPO and KTO examples and Axolotl's DPO, KTO, ORPO and GRPO examples, verbatim but for the base
+    model, the data's location (same layout), the adapter and a CPU-sized run (GRPO: without its vLLM server and
+    upstream's misspelt key); each saves a loadable adapter."""
     from peft import PeftModel
 
     pairs = preference_rows(8)
@@ -297,15 +352,25 @@ def test_upstream_preference_yamls_train_two_steps(tiny_model_dir, tmp_path):
         "ax_dpo": (AX / "llama-3_instruct-dpo-lora-8b.yml", dict(conversation="conversation", val_set_size=0.25)),
         "ax_kto": (AX / "llama-3_qlora-1b-kto.yaml", dict(conversation="kto")),
         "ax_orpo": (AX / "mistral_orpo_mistral-qlora-orpo.yml", dict(conversation="argilla", val_set_size=0)),
+        "ax_grpo": (GRPO_EXAMPLE / "advantage_estimator.yaml",  # RLOO; its generation batch: 2 x 4 = 8 completions
+                    dict(conversation="gsm8k", adapter="mor", vllm=None, truest_remote_code=None,
+                         attn_implementation=None, gradient_accumulation_steps=4)),
     }
     import yaml
+
+    monkeypatch.chdir(GRPO_EXAMPLE)  # the GRPO example's transform and reward are imported from its folder
+    monkeypatch.syspath_prepend(str(GRPO_EXAMPLE))
 
     for name, (path, changes) in runs.items():
         keys = yaml.safe_load(path.read_text())
         if "conversation" in changes:  # an Axolotl file: its dataset entry kept, pointed at local rows
-            rows = write_jsonl(tmp_path / f"{name}.jsonl", _hub_rows_like(changes.pop("conversation"), pairs))
+            kind = changes.pop("conversation")
+            rows = GRPO_EXAMPLE / "gsm8k_main_test_first8.jsonl" if kind == "gsm8k" else \
+                write_jsonl(tmp_path / f"{name}.jsonl", _hub_rows_like(kind, pairs))
             keys["datasets"][0]["path"] = str(rows)
             keys["datasets"][0].pop("split", None)
+            if kind == "gsm8k":
+                keys["trl"].update(use_vllm=False, max_completion_length=8)
             changes = {"base_model": str(tiny_model_dir), "adapter": "loratrf", **cpu, "micro_batch_size": 2,
                        "special_tokens": None, **changes}
         else:
@@ -318,6 +383,8 @@ def test_upstream_preference_yamls_train_two_steps(tiny_model_dir, tmp_path):
         assert not (out / "ref").exists(), name
         model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out)
         assert list(model.peft_config) == ["default"], name
+    metrics = json.loads((tmp_path / "ax_grpo" / "train_metrics.json").read_text())
+    assert "rewards/format_reward/mean" in metrics[0]  # upstream's own reward scored the sampled completions
 
 
 def test_preview_shows_each_answer_scored_and_the_prompt_not(tiny_model_dir, tmp_path, capsys):
