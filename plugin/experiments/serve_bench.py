@@ -216,8 +216,10 @@ def _measure_vllm(args, model_dir: str, concurrency: list[int], tmp: Path) -> li
     served["vllm mplora (as LoRA)"] = (model_dir, ["--enable-lora", "--lora-modules", f"mplora={tmp / 'as_lora'}",
                                                    "--max-lora-rank", str(max(8, args.rank)), "--max-loras", "1"])
     # plugin.serve --engine vllm's defaults (plugin/integrations/vllm/serve.py: the layer above this one)
-    env = {"VLLM_CPU_KVCACHE_SPACE": "1", "MKL_NUM_THREADS": "1",
-           **({"VLLM_CPU_OMP_THREADS_BIND": "nobind"} if (os.cpu_count() or 1) <= 4 else {}), **os.environ}
+    cores = len(os.sched_getaffinity(0))
+    env = {"VLLM_CPU_KVCACHE_SPACE": "1",
+           **({"VLLM_CPU_OMP_THREADS_BIND": "nobind", "MKL_NUM_THREADS": str(cores)} if cores <= 4 else {}),
+           **os.environ}
     for label, (model, extra) in served.items():
         port = _free_port()
         name = "mplora" if extra else "model"

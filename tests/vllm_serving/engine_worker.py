@@ -14,7 +14,7 @@ import sys
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-os.environ.setdefault("MKL_NUM_THREADS", "1")  # as plugin.serve --engine vllm sets it
+os.environ.setdefault("MKL_NUM_THREADS", "1")  # its TP ranks share the 2 cores: one MKL thread each
 
 
 def main(folder: str, prompts_file: str, out_file: str) -> None:

@@ -114,9 +114,9 @@ files, `{ADAPTER_FILE}` (the adapter's tensors, under PEFT's names) and config.j
 PEFT config). vLLM knows the architecture only with this package installed beside it (its `vllm.general_plugins`
 entry point registers it; `bash scripts/setup_vllm.sh` makes such an environment, `.venv-vllm`).
 
-Serve it with OpenAI's API (on a CPU, also set `VLLM_CPU_KVCACHE_SPACE=1` (GiB), `MKL_NUM_THREADS=1` (the
-adapter's small matmuls) and, on few cores, `VLLM_CPU_OMP_THREADS_BIND=nobind`; `--dtype float32` for float32 weights,
-which vLLM otherwise serves in 16 bits):
+Serve it with OpenAI's API (on a CPU, also set `VLLM_CPU_KVCACHE_SPACE=1` (GiB) and, on 4 cores or fewer,
+`VLLM_CPU_OMP_THREADS_BIND=nobind` and `MKL_NUM_THREADS` to the number of cores (left unset, MKL slows the adapter's
+small matmuls); `--dtype float32` for float32 weights, which vLLM otherwise serves in 16 bits):
 
 ```bash
 python -m vllm.entrypoints.openai.api_server --model {out} --served-model-name {out.name} --port 8000

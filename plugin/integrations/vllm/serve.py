@@ -20,12 +20,15 @@ INSTALL = ("bash scripts/setup_vllm.sh (then .venv-vllm/bin/python -m plugin.ser
 
 
 def cpu_defaults() -> dict[str, str]:
-    """vLLM for CPU's settings (ignored on a GPU) where the environment sets none: a 1 GiB KV cache; MKL on one
-    thread (the adapters' small matmuls are torch's, MKL's; threaded, they fought vLLM's OpenMP threads: 1.8x slower
-    at 16 clients on 2 cores); on a few cores no thread pinning (the automatic binding keeps a core back)."""
-    env = {"VLLM_CPU_KVCACHE_SPACE": "1", "MKL_NUM_THREADS": "1"}
-    if (os.cpu_count() or 1) <= 4:
-        env["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
+    """vLLM for CPU's settings (ignored on a GPU) where the environment sets none: a 1 GiB KV cache; on a few cores no
+    thread pinning (the automatic binding keeps a core back) and MKL told its thread count, one per usable core, as
+    vLLM's OpenMP runs. Left unset, MKL sized its teams itself and the adapters' small matmuls between vLLM's big ones
+    ran 1.3x slower at 16 clients on 2 cores; held at one thread, every matmul of the base ran on one core (1.5x slower
+    at 64 clients, 2048 wide). docs/benchmarks.md has the figures."""
+    env = {"VLLM_CPU_KVCACHE_SPACE": "1"}
+    cores = len(os.sched_getaffinity(0))
+    if cores <= 4:
+        env.update(VLLM_CPU_OMP_THREADS_BIND="nobind", MKL_NUM_THREADS=str(cores))
     return env
 
 
