@@ -223,7 +223,7 @@ def _transformed(raw: Dataset, spec: DatasetSpec, cfg: TrainConfig, index: int, 
     if "tokenizer" in inspect.signature(row_function).parameters:
         row_function = functools.partial(row_function, tokenizer=tokenizer or tokenizer_for(cfg))
     try:
-        return raw.map(row_function, **map_kwargs, desc=f"{spec.type}")
+        return raw.map(row_function, **map_kwargs, desc=spec.type)
     except Exception as err:  # the user's function on these rows (a column it expects and the data lacks, ...)
         raise UserError(f"dataset {spec.path}: {spec.type} failed on its rows: {type(err).__name__}: "
                         f"{first_line(err)}") from None

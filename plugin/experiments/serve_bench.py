@@ -28,6 +28,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from ..serving.vllm_env import vllm_cpu_env
 from ..utils.errors import UserError
 
 PROMPTS = ["The capital of France is", "Write a short poem about the sea.", "Explain why the sky is blue.",
@@ -215,11 +216,7 @@ def _measure_vllm(args, model_dir: str, concurrency: list[int], tmp: Path) -> li
                    check=True, stdout=subprocess.DEVNULL)
     served["vllm mplora (as LoRA)"] = (model_dir, ["--enable-lora", "--lora-modules", f"mplora={tmp / 'as_lora'}",
                                                    "--max-lora-rank", str(max(8, args.rank)), "--max-loras", "1"])
-    # plugin.serve --engine vllm's defaults (plugin/integrations/vllm/serve.py: the layer above this one)
-    cores = len(os.sched_getaffinity(0))
-    env = {"VLLM_CPU_KVCACHE_SPACE": "1",
-           **({"VLLM_CPU_OMP_THREADS_BIND": "nobind", "MKL_NUM_THREADS": str(cores)} if cores <= 4 else {}),
-           **os.environ}
+    env = {**vllm_cpu_env(), **os.environ}  # plugin.serve --engine vllm's defaults
     for label, (model, extra) in served.items():
         port = _free_port()
         name = "mplora" if extra else "model"

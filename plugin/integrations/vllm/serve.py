@@ -12,24 +12,12 @@ from pathlib import Path
 
 from ...inference.runs import resolve_run
 from ...models.embedded import cache_dir
+from ...serving.vllm_env import vllm_cpu_env
 from ...utils.errors import UserError
 from .folder import TOKENIZER_FILES, write_folder
 
 INSTALL = ("bash scripts/setup_vllm.sh (then .venv-vllm/bin/python -m plugin.serve ...), or pip install vllm beside "
            "this package")
-
-
-def cpu_defaults() -> dict[str, str]:
-    """vLLM for CPU's settings (ignored on a GPU) where the environment sets none: a 1 GiB KV cache; on a few cores no
-    thread pinning (the automatic binding keeps a core back) and MKL told its thread count, one per usable core, as
-    vLLM's OpenMP runs. Left unset, MKL sized its teams itself and the adapters' small matmuls between vLLM's big ones
-    ran 1.3x slower at 16 clients on 2 cores; held at one thread, every matmul of the base ran on one core (1.5x slower
-    at 64 clients, 2048 wide). docs/benchmarks.md has the figures."""
-    env = {"VLLM_CPU_KVCACHE_SPACE": "1"}
-    cores = len(os.sched_getaffinity(0))
-    if cores <= 4:
-        env.update(VLLM_CPU_OMP_THREADS_BIND="nobind", MKL_NUM_THREADS=str(cores))
-    return env
 
 
 def cached_folder(adapter: Path, base: str | None) -> Path:
@@ -65,7 +53,7 @@ def serve_with_vllm(name: str, adapter: Path, base: str | None, host: str, port:
     if importlib.util.find_spec("vllm") is None:
         raise UserError(f"--engine vllm needs vLLM importable by {sys.executable}: {INSTALL}")
     folder = cached_folder(adapter, base)
-    env = {**cpu_defaults(), **os.environ}
+    env = {**vllm_cpu_env(), **os.environ}
     command = server_command(folder, name, host, port, api_key, max_num_seqs, max_model_len, extra)
     sys.stdout.flush()
     sys.stderr.flush()
