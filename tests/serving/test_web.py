@@ -18,6 +18,7 @@ webdriver = pytest.importorskip("selenium.webdriver")
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
                                                    reason="no headless browser: bash scripts/setup_browser.sh")]
 
+from selenium.common.exceptions import TimeoutException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -85,7 +86,12 @@ def test_a_question_typed_into_the_page_gets_the_greedy_reply(embedded_adapter, 
             bots = b.find_elements(By.CSS_SELECTOR, "[data-testid='bot']")
             return bots and " ".join(bots[-1].text.split()) == expected and bots[-1].text
 
-        WebDriverWait(browser, 120).until(answered)
+        try:
+            WebDriverWait(browser, 120).until(answered)
+        except TimeoutException:  # say what the page showed instead (a bare timeout is all selenium reports)
+            turns = browser.find_elements(By.CSS_SELECTOR, "[data-testid='user'], [data-testid='bot']")
+            shown = [m.text for m in turns]
+            raise AssertionError(f"no reply {expected!r} within 120 s; the chat showed {shown}") from None
         assert [m.text for m in browser.find_elements(By.CSS_SELECTOR, "[data-testid='user']")] == [QUESTION]
     finally:
         if browser is not None:
