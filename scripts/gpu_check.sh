@@ -22,7 +22,7 @@ if [ "${GPU_CHECK_TINY:-0}" = 1 ]; then
   serve=(--serve_random 64,1 --concurrency 1,2 --requests_per_client 1 --serve_tokens 4)
 else
   train=(--hidden 4096 --layers "${LAYERS:-32}" --vocab 32000 --seq 1024 --warmup 2 --steps 5)
-  serve=(--serve_random "4096,${SERVE_LAYERS:-8}" --concurrency 1,4,16 --requests_per_client 2 --serve_tokens 64)
+  serve=(--serve_random "4096,${SERVE_LAYERS:-8}" --concurrency 1,16,64 --requests_per_client 2 --serve_tokens 64)
 fi
 "$PY" -m plugin.bench --methods lora,mplora,mor,loratrf --load_in_4bit --batch 1 --rank 8 --experts 8 \
   --targets gate_proj,up_proj,down_proj "${train[@]}" --json "$OUT/train.json"
