@@ -13,7 +13,8 @@ def vllm_cpu_env() -> dict[str, str]:
     ran 1.3x slower at 16 clients on 2 cores; held at one thread, every matmul of the base ran on one core (1.5x slower
     at 64 clients, 2048 wide). docs/benchmarks.md has the figures."""
     env = {"VLLM_CPU_KVCACHE_SPACE": "1"}
-    cores = len(os.sched_getaffinity(0))
+    # the cores this process may run on (a container's or taskset's share); macOS and Windows lack the call
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if cores <= 4:
         env.update(VLLM_CPU_OMP_THREADS_BIND="nobind", MKL_NUM_THREADS=str(cores))
     return env
